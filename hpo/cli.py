@@ -1,0 +1,109 @@
+"""The ``hpo`` command: run, validate, resume searches and list strategies.
+
+Heavy imports (Ray, torch, MLflow) happen only inside the commands that need them, so
+``hpo --help`` and ``hpo validate`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from hpo.errors import HpoConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hpo", description="Distributed hyperparameter optimization for PyTorch.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the search an experiment file describes")
+    r.add_argument("experiment", help="experiment YAML file")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a key of the experiment file (repeatable)")
+    r.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379 or 'auto')")
+    r.add_argument("--tracking-uri", help="MLflow tracking URI (default: experiment file, MLFLOW_TRACKING_URI, "
+                                          "or sqlite:///mlflow.db)")
+    r.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+
+    v = sub.add_parser("validate", help="check an experiment file without running anything")
+    v.add_argument("experiment")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+
+    sub.add_parser("strategies", help="list searchers and schedulers, built-in and plug-in")
+
+    s = sub.add_parser("resume", help="continue a killed or interrupted search")
+    s.add_argument("name_or_path", help="a run directory, or a search name (its newest run)")
+    s.add_argument("--storage-path", default="hpo_results", help="where runs of that name are (default hpo_results)")
+    s.add_argument("--address")
+    s.add_argument("--tracking-uri")
+    s.add_argument("--json", action="store_true")
+    return p
+
+
+def _print_summary(results: Any, as_json: bool) -> None:
+    summary = results.summary()
+    if as_json:
+        print(json.dumps(summary, default=str), flush=True)
+        return
+    print(f"search {summary['name']}: {summary['num_trials']} trials "
+          f"({summary['num_completed']} completed, {summary['num_pruned']} pruned, "
+          f"{summary['num_errored']} errored, {summary['num_diverged']} diverged) on {summary['nodes']} node(s)")
+    print(f"best {summary['metric']}: {summary['best_metric']}")
+    print(f"best config: {json.dumps(summary['best_config'], default=str)}")
+    for tid, err in summary["errors"].items():
+        print(f"  errored trial {tid}: {err}")
+    if summary.get("pareto_front"):
+        print(f"pareto front: {len(summary['pareto_front'])} trials")
+    print(f"storage: {summary['storage_path']}")
+    if summary["parent_run_id"]:
+        print(f"mlflow: experiment {summary['mlflow_experiment_id']}, parent run {summary['parent_run_id']}")
+
+
+def _strategies() -> None:
+    from hpo.strategies import list_strategies
+
+    infos = list_strategies()
+    width = max(len(i.name) for i in infos)
+    for role, kinds in (("searchers", ("sampler", "searcher")), ("schedulers", ("scheduler",))):
+        print(f"{role}:")
+        for i in infos:
+            if i.kind in kinds:
+                extra = f" (aliases: {', '.join(i.aliases)})" if i.aliases else ""
+                print(f"  {i.name:<{width}}  {i.description}{extra}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "strategies":
+            _strategies()
+        elif args.command == "validate":
+            from hpo.config import load_experiment
+            from hpo.runner import _check_before_launch
+
+            exp = load_experiment(args.experiment, args.overrides)
+            _check_before_launch(exp)
+            print(f"ok: {exp.name}: {len(exp.space)} parameters, {exp.strategy.searcher}+{exp.strategy.scheduler}, "
+                  f"{exp.resolved_num_samples()} trials")
+        elif args.command == "run":
+            from hpo.config import load_experiment
+            from hpo.runner import run
+
+            exp = load_experiment(args.experiment, args.overrides)
+            _print_summary(run(exp, address=args.address, tracking_uri=args.tracking_uri), args.json)
+        elif args.command == "resume":
+            from hpo.runner import resume
+
+            results = resume(args.name_or_path, storage_path=args.storage_path, address=args.address,
+                             tracking_uri=args.tracking_uri)
+            _print_summary(results, args.json)
+    except HpoConfigError as exc:
+        print(f"hpo: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

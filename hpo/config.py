@@ -1,0 +1,268 @@
+"""Experiment configuration: one model behind both the YAML files and the Python API.
+
+Every key is checked; an unknown key is an error naming its path and the valid keys, never
+silently dropped.
+
+Example:
+    >>> exp = Experiment.from_dict({
+    ...     "name": "demo", "trainable": "hpo.train:train",
+    ...     "task": {"model": "mlp", "dataset": "iris", "epochs": 3},
+    ...     "space": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
+    ...     "metric": "val_accuracy", "mode": "max", "num_samples": 4})
+    >>> exp.strategy.searcher
+    'tpe'
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hpo.errors import HpoConfigError
+from hpo.space import SearchSpace
+from hpo.strategies import StrategySpec, check_strategy
+
+__all__ = ["Experiment", "Resources", "StrategyConfig", "TrackingConfig", "load_experiment", "apply_overrides"]
+
+BUILTIN_TRAINABLE = "hpo.train:train"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_assignment=False)
+
+
+class Resources(_Strict):
+    """Resources each trial reserves. Fractional GPUs let trials share one GPU."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class StrategyConfig(_Strict):
+    """``searcher`` proposes configurations; ``scheduler`` decides when to stop trials early."""
+
+    searcher: str = "tpe"
+    scheduler: str = "fifo"
+    searcher_options: dict[str, Any] = Field(default_factory=dict)
+    scheduler_options: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = 0
+    max_t: int | None = Field(None, gt=0, description="Most reports per trial; defaults to task.epochs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_blocks(cls, data: Any) -> Any:
+        # `searcher: {name: tpe, n_startup_trials: 5}` is shorthand for name + options.
+        if isinstance(data, str):
+            spec = StrategySpec.parse(data)
+            return {"searcher": spec.searcher, "scheduler": spec.scheduler}
+        if isinstance(data, Mapping):
+            data = dict(data)
+            for role in ("searcher", "scheduler"):
+                block = data.get(role)
+                if isinstance(block, Mapping):
+                    block = dict(block)
+                    if "name" not in block:
+                        raise ValueError(f"`{role}` given as a mapping needs a `name`")
+                    data[role] = block.pop("name")
+                    data[f"{role}_options"] = {**block, **data.get(f"{role}_options", {})}
+        return data
+
+    def spec(self) -> StrategySpec:
+        return StrategySpec(self.searcher, self.scheduler, self.searcher_options, self.scheduler_options, self.seed)
+
+
+class TrackingConfig(_Strict):
+    """Where trial records go. Credentials come only from the environment."""
+
+    enabled: bool = True
+    tracking_uri: str | None = None
+    experiment_name: str | None = None
+
+
+class Experiment(_Strict):
+    """A whole search: what to train, over which space, how, and where to record it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)
+    trainable: Union[str, Callable[..., Any]] = BUILTIN_TRAINABLE  # noqa: UP007
+    task: dict[str, Any] = Field(default_factory=dict)
+    space: SearchSpace
+    metric: Union[str, list[str]]  # noqa: UP007
+    mode: Union[Literal["min", "max"], list[Literal["min", "max"]]] = "max"  # noqa: UP007
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    num_samples: int | None = Field(None, gt=0)
+    max_concurrent: int | None = Field(None, gt=0)
+    time_budget_s: float | None = Field(None, gt=0)
+    resources: Resources = Field(default_factory=Resources)
+    storage_path: str = "hpo_results"
+    address: str | None = None
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    max_failures: int = Field(0, ge=0)
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space(cls, v: Any, info: Any) -> SearchSpace:
+        if isinstance(v, SearchSpace):
+            return v
+        base_dir = (info.context or {}).get("base_dir") if info.context else None
+        if isinstance(v, str):
+            from hpo.space import load_space
+
+            return load_space(Path(base_dir or ".") / v if not Path(v).is_absolute() else v)
+        return SearchSpace.from_dict(v, base_dir=base_dir, key="space")
+
+    @field_validator("trainable")
+    @classmethod
+    def _trainable(cls, v: Any) -> Any:
+        if isinstance(v, str) and ":" not in v:
+            raise ValueError(f"must be 'package.module:function' or a callable, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Experiment:
+        metrics, modes = self.metrics, self.modes
+        if len(metrics) != len(modes):
+            raise HpoConfigError("mode", "must give one mode per metric", f"{len(metrics)} metrics, {len(modes)} modes")
+        if len(set(metrics)) != len(metrics):
+            raise HpoConfigError("metric", "must not repeat a metric", metrics)
+        check_strategy(self.strategy.spec(), self.space, metrics, self.budget)
+        return self
+
+    # -- derived views ---------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> list[str]:
+        return [self.metric] if isinstance(self.metric, str) else list(self.metric)
+
+    @property
+    def modes(self) -> list[str]:
+        if isinstance(self.mode, str):
+            return [self.mode] * len(self.metrics)
+        return list(self.mode)
+
+    @property
+    def budget(self) -> int | None:
+        """Most reports per trial: ``strategy.max_t``, else the built-in task's ``epochs``."""
+        epochs = self.task.get("epochs")
+        return self.strategy.max_t or (epochs if isinstance(epochs, int) else None)
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.trainable == BUILTIN_TRAINABLE
+
+    def resolved_num_samples(self) -> int:
+        """``num_samples``, or the grid size for the grid searcher, or 10."""
+        if self.num_samples is not None:
+            return self.num_samples
+        if self.strategy.searcher == "grid":
+            return len(self.space.grid())
+        return 10
+
+    def to_record(self) -> dict[str, Any]:
+        """A YAML-safe dict of this experiment (the space inlined), for artifacts and resume."""
+        data = self.model_dump(mode="python", exclude={"space", "trainable"})
+        data["space"] = {"params": self.space.to_dict()}
+        data["trainable"] = self.trainable if isinstance(self.trainable, str) else _qualname(self.trainable)
+        return data
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> Experiment:
+        """Validate a mapping; errors become :class:`HpoConfigError` with the key path."""
+        if not isinstance(data, Mapping):
+            raise HpoConfigError("experiment", "must be a mapping of keys to values", type(data).__name__)
+        try:
+            return cls.model_validate(dict(data), context={"base_dir": base_dir})
+        except ValidationError as exc:
+            raise _to_config_error(exc) from None
+
+
+def _qualname(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: Any = Experiment
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = model.model_fields[part].annotation
+        if isinstance(model, types.UnionType) or typing.get_origin(model) is Union:
+            model = next((a for a in typing.get_args(model) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _to_config_error(exc: ValidationError) -> HpoConfigError:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    key = ".".join(str(p) for p in loc) or "experiment"
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, HpoConfigError):
+        return ctx_error
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        valid = sorted(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"Did you mean {close[0]!r}?" if close else None
+        return HpoConfigError(key, f"is not a valid key; valid keys: {valid}", str(loc[-1]), hint)
+    if err["type"] == "missing":
+        return HpoConfigError(key, "is required", None)
+    return HpoConfigError(key, err["msg"].removeprefix("Value error, "), err.get("input"))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a raw experiment dict.
+
+    Example:
+        >>> apply_overrides({"strategy": {"searcher": "tpe"}}, ["strategy.searcher=random", "num_samples=4"])
+        {'strategy': {'searcher': 'random'}, 'num_samples': 4}
+    """
+    import yaml
+
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or not path.strip():
+            raise HpoConfigError("--set", "must look like key.path=value", item)
+        parts = path.strip().split(".")
+        node: dict[str, Any] = data
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise HpoConfigError(f"--set {'.'.join(parts[: i + 1])}", "is not a mapping, cannot set a key inside it", nxt)
+            node = nxt
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def read_experiment_file(path: str | Path) -> dict[str, Any]:
+    """Read an experiment YAML file as a raw mapping (no validation)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise HpoConfigError("experiment", "must be an existing YAML file", str(path))
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise HpoConfigError("experiment", f"must be valid YAML ({exc})", str(path)) from None
+    if not isinstance(data, dict):
+        raise HpoConfigError("experiment", "must be a mapping of keys to values", type(data).__name__)
+    return data
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    """Load and validate an experiment file, applying ``--set`` overrides first.
+
+    Example:
+        >>> exp = load_experiment("examples/quickstart.yaml", ["num_samples=2"])
+        >>> exp.num_samples
+        2
+    """
+    data = apply_overrides(read_experiment_file(path), overrides or [])
+    return Experiment.from_dict(data, base_dir=Path(path).resolve().parent)

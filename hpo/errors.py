@@ -1,0 +1,45 @@
+"""Errors raised by hpo for bad user input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["HpoConfigError", "MetricNotReportedError"]
+
+
+class HpoConfigError(ValueError):
+    """A configuration value breaks a rule; raised before anything is launched.
+
+    The message names the key path, the rule and the offending value, and says how to fix it.
+
+    Example:
+        >>> err = HpoConfigError("space.lr.low", "`low <= high` must hold", "low=1, high=0")
+        >>> "space.lr.low" in str(err)
+        True
+    """
+
+    def __init__(self, key: str, rule: str, value: Any = None, fix: str | None = None) -> None:
+        self.key = key
+        self.rule = rule
+        self.value = value
+        self.fix = fix
+        msg = f"{key}: {rule}"
+        if value is not None:
+            msg += f", but got {value if isinstance(value, str) else repr(value)}"
+        if fix:
+            msg += f". {fix}"
+        super().__init__(msg)
+
+
+class MetricNotReportedError(HpoConfigError):
+    """The trainable never reported the metric the search optimizes."""
+
+    def __init__(self, metric: str, reported: list[str]) -> None:
+        super().__init__(
+            "metric",
+            f"the trainable must report metric {metric!r}",
+            f"a result with only {sorted(reported)}",
+            "Set `metric` to one of the reported metrics or report it from the trainable.",
+        )
+        self.metric = metric
+        self.reported = sorted(reported)

@@ -1,0 +1,152 @@
+"""The results of a search: every trial, the best one, and the Pareto front."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo.session import NODE_KEY
+from hpo._trials import error_text, trial_metrics
+
+__all__ = ["Results", "TrialRecord"]
+
+
+@dataclass
+class TrialRecord:
+    """One trial: its config, last reported metrics and how it ended."""
+
+    trial_id: str
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    status: str  # completed | pruned | errored | diverged
+    steps: int = 0
+    error: str | None = None
+    pruned_at: int | None = None
+    node: str | None = None
+
+
+@dataclass
+class Results:
+    """What :func:`hpo.run` returns.
+
+    ``best_config``/``best_metric`` come from trials that ran their full budget; a trial the
+    scheduler pruned early never wins with its low-budget value.
+    """
+
+    name: str
+    metrics: list[str]
+    modes: list[str]
+    trials: list[TrialRecord]
+    storage_path: str
+    mlflow_experiment_id: str | None = None
+    parent_run_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_trials(cls, trials: list[Any], name: str, metrics: list[str], modes: list[str],
+                    pruned: dict[str, int], storage_path: str, **kw: Any) -> Results:
+        """Build from Ray Tune ``Trial`` objects (as a callback's ``on_experiment_end`` sees them)."""
+        records = []
+        for tr in trials:
+            last = tr.last_result or {}
+            m = trial_metrics(last)
+            tid = tr.trial_id
+            if tr.status == "ERROR":
+                status, err = "errored", error_text(tr)
+            elif last.get("diverged") or any(k in m and not math.isfinite(m[k]) for k in metrics):
+                status, err = "diverged", None
+            elif tid in pruned:
+                status, err = "pruned", None
+            else:
+                status, err = "completed", None
+            records.append(TrialRecord(
+                trial_id=tid, config=dict(tr.config or {}), metrics=m, status=status,
+                steps=int(last.get("training_iteration", 0)), error=err, pruned_at=pruned.get(tid),
+                node=last.get(NODE_KEY) or last.get("node_ip"),
+            ))
+        records.sort(key=lambda t: t.trial_id)
+        return cls(name, metrics, modes, records, storage_path, **kw)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    @property
+    def metric(self) -> str:
+        return self.metrics[0]
+
+    def _finished(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.status == "completed" and all(
+            k in t.metrics and math.isfinite(t.metrics[k]) for k in self.metrics)]
+
+    @property
+    def best_trial(self) -> TrialRecord | None:
+        """The best completed trial on the first metric (None if no trial completed)."""
+        done = self._finished()
+        if not done:
+            return None
+        sign = 1 if self.modes[0] == "max" else -1
+        return max(done, key=lambda t: sign * t.metrics[self.metric])
+
+    @property
+    def best_config(self) -> dict[str, Any] | None:
+        best = self.best_trial
+        return dict(best.config) if best else None
+
+    @property
+    def best_metric(self) -> float | None:
+        best = self.best_trial
+        return best.metrics[self.metric] if best else None
+
+    def pareto_front(self) -> list[TrialRecord]:
+        """Completed trials no other completed trial dominates on every metric."""
+        signs = [1 if m == "max" else -1 for m in self.modes]
+        done = self._finished()
+        pts = [[s * t.metrics[k] for s, k in zip(signs, self.metrics)] for t in done]
+
+        def dominated(i: int) -> bool:
+            return any(all(a >= b for a, b in zip(pts[j], pts[i])) and pts[j] != pts[i] for j in range(len(pts)))
+
+        return [t for i, t in enumerate(done) if not dominated(i)]
+
+    def count(self, status: str) -> int:
+        return sum(t.status == status for t in self.trials)
+
+    @property
+    def nodes(self) -> list[str]:
+        """Distinct Ray nodes that ran trials."""
+        return sorted({t.node for t in self.trials if t.node})
+
+    def table(self) -> Any:
+        """A pandas DataFrame: one row per trial with status, config and last metrics."""
+        import pandas as pd
+
+        rows = [{"trial_id": t.trial_id, "status": t.status, "steps": t.steps,
+                 **{f"config/{k}": v for k, v in t.config.items()}, **t.metrics} for t in self.trials]
+        return pd.DataFrame(rows)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON object ``hpo run --json`` prints."""
+        out = {
+            "name": self.name,
+            "metric": self.metric if len(self.metrics) == 1 else self.metrics,
+            "mode": self.modes[0] if len(self.modes) == 1 else self.modes,
+            "best_config": self.best_config,
+            "best_metric": self.best_metric,
+            "num_trials": len(self.trials),
+            "num_completed": self.count("completed"),
+            "num_errored": self.count("errored"),
+            "num_pruned": self.count("pruned"),
+            "num_diverged": self.count("diverged"),
+            "nodes": len(self.nodes),
+            "mlflow_experiment_id": self.mlflow_experiment_id,
+            "parent_run_id": self.parent_run_id,
+            "storage_path": self.storage_path,
+            "errors": {t.trial_id: t.error for t in self.trials if t.error},
+            **self.extra,
+        }
+        if len(self.metrics) > 1:
+            out["pareto_front"] = [{"config": t.config, **{k: t.metrics[k] for k in self.metrics}}
+                                   for t in self.pareto_front()]
+        return out

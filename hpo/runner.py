@@ -1,0 +1,369 @@
+"""Runs a search on Ray Tune: the only module that builds a ``tune.Tuner``.
+
+Each search gets a run directory ``<storage_path>/<name>-<timestamp>`` holding Ray's
+experiment state, trial checkpoints and ``hpo_state.json`` (the validated experiment and the
+MLflow parent run id), so ``hpo resume`` can rebuild everything and continue in place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hpo.config import Experiment
+from hpo.errors import HpoConfigError, MetricNotReportedError
+from hpo.results import Results
+
+__all__ = ["resume", "run"]
+
+STATE_FILE = "hpo_state.json"
+log = logging.getLogger("hpo")
+
+
+# -- trainables ------------------------------------------------------------------------------
+
+
+def import_callable(path: str, key: str = "trainable") -> Callable[..., Any]:
+    """Resolve ``package.module:function``; a clear error if it does not."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HpoConfigError(key, "must name an importable module", path, f"Import failed: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise HpoConfigError(key, f"must name an attribute of module {module_name!r}", path)
+    if not callable(obj):
+        raise HpoConfigError(key, "must name a callable", path)
+    return obj
+
+
+def _check_before_launch(exp: Experiment) -> None:
+    """Everything that can be checked without Ray: nothing is launched or written on failure."""
+    if exp.is_builtin:
+        from hpo.train import validate_task
+
+        validate_task(exp.task, {n: p.values() for n, p in exp.space.params.items()})
+        for m in exp.metrics:
+            allowed = _builtin_metrics(exp)
+            if m not in allowed:
+                raise HpoConfigError("metric", f"the built-in task reports only {sorted(allowed)}", m)
+    elif isinstance(exp.trainable, str):
+        import_callable(exp.trainable)
+
+
+def _builtin_metrics(exp: Experiment) -> set[str]:
+    datasets = {exp.task.get("dataset", "digits")} | set(exp.space.params.get("dataset").values() or []
+                                                          if "dataset" in exp.space.params else [])
+    regression = {"diabetes", "synthetic_regression"}
+    out = {"train_loss", "val_loss", "epoch_time_s"}
+    if datasets - regression:
+        out |= {"val_accuracy"}
+    if datasets & regression:
+        out |= {"val_mse", "val_mae", "val_r2"}
+    return out
+
+
+def _trainable(exp: Experiment, fn: Callable[..., Any] | None) -> Any:
+    from ray import tune
+
+    resources = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
+    if exp.is_builtin:
+        from hpo.train import train
+        from hpo.train.data import load_dataset
+        from hpo.train.task import TaskConfig
+
+        task = dict(exp.task)
+        if exp.strategy.scheduler == "hyperband" and not task.get("checkpoint_freq"):
+            task["checkpoint_freq"] = 1  # HyperBand pauses trials: they must resume from checkpoints
+        cfg = TaskConfig.from_config(task)
+        # Loaded once here, put in Ray's object store once, read by every trial on every node.
+        data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+        threads = max(1, int(exp.resources.cpu))
+        return tune.with_resources(tune.with_parameters(train, data=data, threads=threads, task=task), resources)
+    if fn is None:
+        fn = exp.trainable if callable(exp.trainable) else import_callable(exp.trainable)
+    return tune.with_resources(fn, resources)
+
+
+# -- driver-side callbacks --------------------------------------------------------------------
+
+
+def _collector_class() -> type:
+    from ray.tune import Callback
+    from ray.tune.stopper import Stopper
+
+    class Collector(Callback, Stopper):
+        """Checks that every result carries the metrics; keeps the final trial list."""
+
+        def __init__(self, metrics: list[str]) -> None:
+            self.metrics = metrics
+            self.error: MetricNotReportedError | None = None
+            self.trials: list[Any] = []
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            from hpo._trials import NOT_METRICS
+
+            for m in self.metrics:
+                if m not in result and self.error is None:
+                    self.error = MetricNotReportedError(m, [k for k in result if k not in NOT_METRICS])
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            self.trials = list(trials)
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return self.error is not None
+
+    return Collector
+
+
+# -- Ray --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _ray(address: str | None):
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+            configure_logging=True,
+        )
+        started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@contextmanager
+def _tune_env():
+    # Ray's per-trial JSON/CSV loggers are off (results reach hpo through callbacks), so its
+    # end-of-run ExperimentAnalysis finds no result files: that warning is expected noise.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # hpo checks metrics itself (with a clearer error); Ray's own tables are replaced by Progress.
+    env = {"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("hpo", "ray", "optuna", "torch", "mlflow"):
+        try:
+            out[f"version.{pkg}"] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: str | None) -> Any:
+    import yaml
+
+    from hpo.tracking.mlflow import MlflowTracker, default_tracking_uri
+
+    uri = tracking_uri or exp.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    spec = exp.strategy.spec()
+    tags = {"hpo.search": exp.name, "hpo.storage_path": str(run_dir), **_versions()}
+    commit = _git_commit()
+    if commit:
+        tags["git.commit"] = commit
+    params = {"searcher": spec.searcher, "scheduler": spec.scheduler, "seed": spec.seed,
+              "num_samples": exp.resolved_num_samples(), "metric": ",".join(exp.metrics),
+              "mode": ",".join(exp.modes), "space_hash": _space_hash(exp),
+              **{f"searcher.{k}": v for k, v in spec.searcher_options.items()},
+              **{f"scheduler.{k}": v for k, v in spec.scheduler_options.items()}}
+    record = exp.to_record()
+    artifacts = {"experiment.yaml": yaml.safe_dump(record, sort_keys=False),
+                 "space.yaml": yaml.safe_dump(record["space"], sort_keys=False)}
+    return MlflowTracker(uri, exp.tracking.experiment_name or exp.name, run_dir.name, str(run_dir / STATE_FILE),
+                         outcomes, parent_params=params, parent_tags=tags, artifacts=artifacts)
+
+
+def _space_hash(exp: Experiment) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(exp.space.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, default=str))
+    tmp.replace(path)
+
+
+# -- public API --------------------------------------------------------------------------------
+
+
+def run(
+    experiment: Experiment | dict[str, Any] | None = None,
+    *,
+    trainable: Callable[..., Any] | str | None = None,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    **kwargs: Any,
+) -> Results:
+    """Run a search and return its :class:`~hpo.results.Results`.
+
+    Accepts an :class:`~hpo.config.Experiment`, a dict in the experiment-file format, or the
+    same keys as keyword arguments.
+
+    Example:
+        >>> import hpo
+        >>> def objective(config):
+        ...     for step in range(1, 4):
+        ...         hpo.report({"loss": (config["x"] - 0.3) ** 2 / step})
+        >>> results = hpo.run(name="doc", trainable=objective, metric="loss", mode="min",
+        ...                   space={"x": hpo.Float(0, 1)}, strategy="random", num_samples=4,
+        ...                   tracking={"enabled": False})  # doctest: +SKIP
+        >>> results.best_config  # doctest: +SKIP
+    """
+    if isinstance(experiment, Experiment):
+        exp = experiment
+    else:
+        data = dict(experiment or {}) | kwargs
+        if trainable is not None:
+            data["trainable"] = trainable
+        exp = Experiment.from_dict(data)
+    _check_before_launch(exp)
+    run_dir = Path(exp.storage_path).resolve() / f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    suffix = 1
+    while run_dir.exists():
+        run_dir = run_dir.with_name(f"{run_dir.name.rsplit('.', 1)[0]}.{suffix}")
+        suffix += 1
+    return _execute(exp, run_dir, address or exp.address, tracking_uri, restore=False,
+                    fn=trainable if callable(trainable) else None)
+
+
+def find_run_dir(name_or_path: str, storage_path: str = "hpo_results") -> Path:
+    """A run directory from its path, or the newest run of a search name under ``storage_path``."""
+    p = Path(name_or_path)
+    if (p / STATE_FILE).exists():
+        return p.resolve()
+    root = Path(storage_path)
+    candidates = sorted(
+        (d for d in root.glob(f"{name_or_path}-*") if (d / STATE_FILE).exists()), key=lambda d: d.stat().st_mtime
+    )
+    if not candidates:
+        raise HpoConfigError("resume", f"must name a run directory or a search under {root.resolve()}", name_or_path)
+    return candidates[-1].resolve()
+
+
+def resume(name_or_path: str, *, trainable: Callable[..., Any] | None = None, storage_path: str = "hpo_results",
+           address: str | None = None, tracking_uri: str | None = None) -> Results:
+    """Continue a killed or interrupted search in place: finished trials are kept, unfinished
+    ones restart from their last checkpoint, MLflow runs continue without duplicates."""
+    run_dir = find_run_dir(name_or_path, storage_path)
+    state = json.loads((run_dir / STATE_FILE).read_text())
+    record = state["experiment"]
+    if trainable is not None:
+        record["trainable"] = trainable
+    exp = Experiment.from_dict(record)
+    return _execute(exp, run_dir, address or exp.address, tracking_uri or state.get("tracking_uri"), restore=True,
+                    fn=trainable)
+
+
+def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: str | None, *, restore: bool,
+             fn: Callable[..., Any] | None) -> Results:
+    from ray import tune
+
+    from hpo.progress import Progress
+    from hpo.strategies import TrialOutcomes, build_strategy
+
+    num_samples = exp.resolved_num_samples()
+    with _ray(address), _tune_env():
+        trainable = _trainable(exp, fn)
+        if restore and (run_dir / "tuner.pkl").exists():
+            tuner = tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=False)
+            # The callbacks were pickled with the searcher and scheduler in one tuner.pkl, so
+            # they still share one TrialOutcomes record; Ray exposes them only here.
+            callbacks = tuner._local_tuner.get_run_config().callbacks
+            collector = next(c for c in callbacks if hasattr(c, "stop_all"))
+            tracker = next((c for c in callbacks if hasattr(c, "finish")), None)
+            outcomes = next(c for c in callbacks if isinstance(c, Progress)).outcomes
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_state(run_dir / STATE_FILE, {"experiment": exp.to_record(), "created": time.time()})
+            outcomes = TrialOutcomes()
+            searcher, scheduler = build_strategy(exp.strategy.spec(), exp.space, exp.metrics, exp.modes, exp.budget,
+                                                 outcomes)
+            collector = _collector_class()(exp.metrics)
+            tracker = _tracker(exp, run_dir, outcomes, tracking_uri) if exp.tracking.enabled else None
+            callbacks = [collector, Progress(num_samples, exp.metrics[0], exp.modes[0], outcomes)]
+            callbacks += [tracker] if tracker else []
+            single = len(exp.metrics) == 1
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    scheduler=scheduler,
+                    metric=exp.metrics[0] if single else None,
+                    mode=exp.modes[0] if single else None,
+                    num_samples=num_samples,
+                    max_concurrent_trials=exp.max_concurrent,
+                    time_budget_s=exp.time_budget_s,
+                    reuse_actors=True,
+                ),
+                run_config=tune.RunConfig(
+                    name=run_dir.name,
+                    storage_path=str(run_dir.parent),
+                    callbacks=callbacks,
+                    stop=collector,
+                    verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=exp.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                ),
+            )
+        if tracker is not None:
+            tracker.start()  # open the parent run before trials, so its id is on disk for a resume
+        failed = True
+        try:
+            tuner.fit()
+            failed = collector.error is not None
+        finally:
+            state = json.loads((run_dir / STATE_FILE).read_text())
+            results = Results.from_trials(
+                collector.trials, exp.name, exp.metrics, exp.modes, outcomes.as_dict(), str(run_dir),
+                mlflow_experiment_id=state.get("mlflow_experiment_id"), parent_run_id=state.get("parent_run_id"),
+            )
+            if tracker is not None:
+                tracker.finish({**results.summary(), "metric": exp.metrics[0]}, failed=failed)
+    if collector.error is not None:
+        raise collector.error
+    return results

@@ -1,0 +1,515 @@
+"""Declarative search spaces: parameter types, YAML loading, conditionals and conversions.
+
+A space maps parameter names to parameters. Bounds are inclusive at both ends for every
+type and every backend (Ray, Optuna, grid). A parameter may be *conditional*: active only
+when a parent parameter takes one of the given values (``when: {optimizer: sgd}``); an
+inactive parameter is absent from the trial's config.
+
+Example:
+    >>> space = SearchSpace({
+    ...     "optimizer": Categorical(["sgd", "adam"]),
+    ...     "lr": Float(1e-4, 1e-1, log=True),
+    ...     "momentum": Float(0.0, 0.99, when={"optimizer": "sgd"}),
+    ... })
+    >>> sorted(space.names)
+    ['lr', 'momentum', 'optimizer']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpo.errors import HpoConfigError
+
+__all__ = [
+    "Categorical",
+    "Fixed",
+    "Float",
+    "Grid",
+    "Int",
+    "Param",
+    "SearchSpace",
+    "load_space",
+]
+
+SEARCH_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+_PRIMITIVES = (type(None), bool, int, float, str)
+
+
+def _conditions(when: Mapping[str, Any] | None, key: str) -> dict[str, tuple[Any, ...]]:
+    if when is None:
+        return {}
+    if not isinstance(when, Mapping) or not when:
+        raise HpoConfigError(f"{key}.when", "must be a non-empty mapping of parent name to value(s)", when)
+    out: dict[str, tuple[Any, ...]] = {}
+    for parent, values in when.items():
+        vals = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+        if not vals:
+            raise HpoConfigError(f"{key}.when.{parent}", "must list at least one parent value", values)
+        out[str(parent)] = vals
+    return out
+
+
+@dataclass(frozen=True)
+class Param:
+    """Base of all parameter types. ``when`` makes it conditional on parent values."""
+
+    when: dict[str, tuple[Any, ...]] = field(default_factory=dict, kw_only=True)
+
+    type_name = "param"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "when", _conditions(self.when or None, "param"))
+
+    def check(self, key: str) -> None:
+        """Raise HpoConfigError if the parameter breaks a rule."""
+
+    def values(self) -> list[Any] | None:
+        """The finite list of values, or None for continuous ranges."""
+        return None
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is a legal value of this parameter."""
+        return False
+
+
+def _check_range(p: Float | Int, key: str) -> None:
+    for name in ("low", "high"):
+        v = getattr(p, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise HpoConfigError(f"{key}.{name}", "must be a finite number", v)
+    if p.low > p.high:
+        raise HpoConfigError(key, "`low <= high` must hold", f"low={p.low}, high={p.high}")
+    if p.log and p.low <= 0:
+        raise HpoConfigError(f"{key}.low", "must be > 0 when `log: true`", p.low, "Use a positive low or `log: false`.")
+    if p.step is not None:
+        if p.log:
+            raise HpoConfigError(f"{key}.step", "cannot be combined with `log: true`", p.step)
+        if p.step <= 0:
+            raise HpoConfigError(f"{key}.step", "must be > 0", p.step)
+
+
+@dataclass(frozen=True)
+class Float(Param):
+    """A real number in ``[low, high]``, optionally log-scaled or on a ``step`` grid."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    type_name = "float"
+
+    def check(self, key: str) -> None:
+        _check_range(self, key)
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class Int(Param):
+    """An integer in ``[low, high]`` (both inclusive), optionally log-scaled or stepped."""
+
+    low: int
+    high: int
+    log: bool = False
+    step: int | None = None
+    type_name = "int"
+
+    def check(self, key: str) -> None:
+        for name in ("low", "high", "step"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise HpoConfigError(f"{key}.{name}", "must be an integer", v)
+        _check_range(self, key)
+
+    def contains(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int) or not self.low <= value <= self.high:
+            return False
+        return self.step is None or (value - self.low) % self.step == 0
+
+
+@dataclass(frozen=True)
+class Categorical(Param):
+    """One of a list of choices, unordered."""
+
+    choices: tuple[Any, ...]
+    type_name = "categorical"
+
+    def __init__(self, choices: Sequence[Any], *, when: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "choices", tuple(choices) if isinstance(choices, (list, tuple)) else choices)
+        object.__setattr__(self, "when", _conditions(when or None, "param"))
+
+    def check(self, key: str) -> None:
+        if not isinstance(self.choices, tuple) or not self.choices:
+            raise HpoConfigError(f"{key}.choices", "must be a non-empty list", self.choices)
+
+    def values(self) -> list[Any]:
+        return list(self.choices)
+
+    def contains(self, value: Any) -> bool:
+        return value in self.choices
+
+
+@dataclass(frozen=True)
+class Grid(Categorical):
+    """Values searched exhaustively by the grid strategy; categorical under other searchers."""
+
+    type_name = "grid"
+
+    def __init__(self, values: Sequence[Any], *, when: Mapping[str, Any] | None = None) -> None:
+        super().__init__(values, when=when)
+
+    def check(self, key: str) -> None:
+        if not isinstance(self.choices, tuple) or not self.choices:
+            raise HpoConfigError(f"{key}.values", "must be a non-empty list", self.choices)
+
+
+@dataclass(frozen=True)
+class Fixed(Param):
+    """A constant passed to every trial."""
+
+    value: Any
+    type_name = "fixed"
+
+    def check(self, key: str) -> None:
+        return None
+
+    def values(self) -> list[Any]:
+        return [self.value]
+
+    def contains(self, value: Any) -> bool:
+        return value == self.value
+
+
+_TYPES: dict[str, type[Param]] = {"float": Float, "int": Int, "categorical": Categorical, "grid": Grid, "fixed": Fixed}
+_KEYS = {
+    "float": {"low", "high", "log", "step"},
+    "int": {"low", "high", "log", "step"},
+    "categorical": {"choices"},
+    "grid": {"values"},
+    "fixed": {"value"},
+}
+
+
+def param_from_dict(spec: Any, key: str) -> Param:
+    """Build one parameter from its YAML form; a bare scalar or list is a fixed constant."""
+    if not isinstance(spec, Mapping):
+        return Fixed(spec)
+    spec = dict(spec)
+    if "type" not in spec:
+        raise HpoConfigError(f"{key}.type", f"is required; valid types: {sorted(_TYPES)}", None)
+    type_name = spec.pop("type")
+    if type_name not in _TYPES:
+        raise HpoConfigError(f"{key}.type", f"must be one of {sorted(_TYPES)}", type_name)
+    when = _conditions(spec.pop("when", None), key)
+    unknown = set(spec) - _KEYS[type_name]
+    if unknown:
+        raise HpoConfigError(
+            f"{key}.{sorted(unknown)[0]}",
+            f"is not a key of a {type_name} parameter; valid keys: {sorted(_KEYS[type_name] | {'type', 'when'})}",
+            sorted(unknown)[0],
+        )
+    try:
+        if type_name in ("categorical", "grid"):
+            field_name = "choices" if type_name == "categorical" else "values"
+            raw = spec.get(field_name)
+            if not isinstance(raw, list) or not raw:
+                raise HpoConfigError(f"{key}.{field_name}", "must be a non-empty list", raw)
+            param: Param = _TYPES[type_name](raw, when=when)  # type: ignore[call-arg]
+        else:
+            param = _TYPES[type_name](**spec, when=when)  # type: ignore[call-arg]
+    except TypeError as exc:
+        missing = sorted(_KEYS[type_name] - set(spec))
+        raise HpoConfigError(key, f"a {type_name} parameter needs {missing}", spec) from exc
+    param.check(key)
+    return param
+
+
+def _suggest_value(trial: Any, name: str, p: Param) -> Any:
+    if isinstance(p, Fixed):
+        return p.value
+    if isinstance(p, Float):
+        return trial.suggest_float(name, p.low, p.high, log=p.log, step=p.step)
+    if isinstance(p, Int):
+        return trial.suggest_int(name, p.low, p.high, step=p.step or 1, log=p.log)
+    assert isinstance(p, Categorical)
+    if all(isinstance(c, _PRIMITIVES) for c in p.choices):
+        return trial.suggest_categorical(name, list(p.choices))
+    # Optuna stores only primitives: search the index, hand the trial the real value.
+    idx = trial.suggest_categorical(name, list(range(len(p.choices))))
+    return p.choices[idx]
+
+
+class SearchSpace:
+    """An ordered, validated mapping of parameter names to parameters.
+
+    Parents always come before their conditional children, so any searcher that walks
+    :attr:`names` in order can decide which parameters are active.
+    """
+
+    def __init__(self, params: Mapping[str, Param | Any], *, key: str = "space") -> None:
+        raw = {str(k): (v if isinstance(v, Param) else Fixed(v)) for k, v in params.items()}
+        for name, p in raw.items():
+            p.check(f"{key}.{name}")
+            for parent, vals in p.when.items():
+                if parent not in raw:
+                    raise HpoConfigError(
+                        f"{key}.{name}.when.{parent}",
+                        f"names a parent parameter that does not exist; parameters: {sorted(raw)}",
+                        parent,
+                    )
+                if parent == name:
+                    raise HpoConfigError(f"{key}.{name}.when", "a parameter cannot depend on itself", parent)
+                parent_vals = raw[parent].values()
+                if parent_vals is not None:
+                    bad = [v for v in vals if v not in parent_vals]
+                    if bad:
+                        raise HpoConfigError(
+                            f"{key}.{name}.when.{parent}",
+                            f"values must be among the parent's values {parent_vals}",
+                            bad,
+                        )
+        self.params: dict[str, Param] = self._ordered(raw, key)
+
+    @staticmethod
+    def _ordered(raw: dict[str, Param], key: str) -> dict[str, Param]:
+        ordered: dict[str, Param] = {}
+        pending = dict(raw)
+        while pending:
+            ready = [n for n, p in pending.items() if all(parent in ordered for parent in p.when)]
+            if not ready:
+                raise HpoConfigError(key, "conditions must not form a cycle", sorted(pending))
+            for n in ready:
+                ordered[n] = pending.pop(n)
+        return ordered
+
+    # -- construction -----------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any], *, base_dir: Path | None = None, key: str = "space") -> SearchSpace:
+        """Build a space from its YAML form: ``{include: [...], params: {...}}`` or a bare params mapping.
+
+        Included files are merged first, in order; parameters defined here override them.
+        """
+        return cls(_resolve(spec, base_dir or Path.cwd(), key, ()), key=key)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SearchSpace:
+        """Load a space file (see :func:`load_space`)."""
+        return load_space(path)
+
+    def merge(self, other: SearchSpace) -> SearchSpace:
+        """A new space with ``other``'s parameters added or overriding these."""
+        return SearchSpace({**self.params, **other.params})
+
+    # -- queries ------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.params)
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.params
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.params!r})"
+
+    def is_active(self, name: str, config: Mapping[str, Any]) -> bool:
+        """Whether ``name`` is active given the (partial) config of its parents."""
+        return all(parent in config and config[parent] in vals for parent, vals in self.params[name].when.items())
+
+    def contains(self, config: Mapping[str, Any]) -> bool:
+        """Whether ``config`` holds exactly the active parameters, each within bounds."""
+        for name, p in self.params.items():
+            active = self.is_active(name, config)
+            if active != (name in config) or (active and not p.contains(config[name])):
+                return False
+        return set(config) <= set(self.params)
+
+    def non_grid_params(self) -> list[str]:
+        """Parameters the grid strategy cannot enumerate (continuous ranges)."""
+        return [n for n, p in self.params.items() if p.values() is None]
+
+    # -- conversions ----------------------------------------------------------------------
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Sample a config define-by-run from an ``optuna.Trial`` (conditionals honoured)."""
+        config: dict[str, Any] = {}
+        for name, p in self.params.items():
+            if self.is_active(name, config):
+                config[name] = _suggest_value(trial, name, p)
+        return config
+
+    def to_optuna(self) -> dict[str, Any]:
+        """Optuna distributions for every non-fixed parameter (conditionals included)."""
+        import optuna.distributions as od
+
+        out: dict[str, Any] = {}
+        for name, p in self.params.items():
+            if isinstance(p, Float):
+                out[name] = od.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
+            elif isinstance(p, Int):
+                out[name] = od.IntDistribution(p.low, p.high, log=p.log, step=p.step or 1)
+            elif isinstance(p, Categorical):
+                prim = all(isinstance(c, _PRIMITIVES) for c in p.choices)
+                out[name] = od.CategoricalDistribution(list(p.choices) if prim else list(range(len(p.choices))))
+        return out
+
+    def to_ray(self) -> dict[str, Any]:
+        """A Ray Tune ``param_space`` with inclusive bounds; conditionals become ``sample_from``."""
+        from ray import tune
+
+        out: dict[str, Any] = {}
+        for name, p in self.params.items():
+            dom = _ray_domain(p)
+            if p.when:
+                out[name] = tune.sample_from(_RayConditional(name, p.when, dom))
+            else:
+                out[name] = dom
+        return out
+
+    def grid(self, key: str = "space") -> list[dict[str, Any]]:
+        """Every combination of grid/categorical/fixed values; inactive parameters are left out."""
+        bad = self.non_grid_params()
+        if bad:
+            p = self.params[bad[0]]
+            raise HpoConfigError(
+                f"{key}.{bad[0]}",
+                "the grid strategy enumerates only grid, categorical and fixed parameters",
+                f"a {p.type_name} range",
+                "Give it `type: grid` with explicit `values`, or pick a sampling strategy (random, tpe, ...).",
+            )
+        configs: list[dict[str, Any]] = [{}]
+        for name, p in self.params.items():
+            nxt: list[dict[str, Any]] = []
+            for cfg in configs:
+                if self.is_active(name, cfg):
+                    nxt.extend({**cfg, name: v} for v in p.values() or [])
+                else:
+                    nxt.append(cfg)
+            configs = nxt
+        return configs
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML form of this space (no includes), for records and artifacts."""
+        out: dict[str, Any] = {}
+        for name, p in self.params.items():
+            d: dict[str, Any] = {"type": p.type_name}
+            if isinstance(p, (Float, Int)):
+                d.update(low=p.low, high=p.high)
+                if p.log:
+                    d["log"] = True
+                if p.step is not None:
+                    d["step"] = p.step
+            elif isinstance(p, Grid):
+                d["values"] = list(p.choices)
+            elif isinstance(p, Categorical):
+                d["choices"] = list(p.choices)
+            elif isinstance(p, Fixed):
+                d["value"] = p.value
+            if p.when:
+                d["when"] = {k: list(v) for k, v in p.when.items()}
+            out[name] = d
+        return out
+
+
+class _RayConditional:
+    """Picklable ``sample_from`` body: samples the domain only when the parent condition holds."""
+
+    def __init__(self, name: str, when: dict[str, tuple[Any, ...]], domain: Any) -> None:
+        self.name, self.when, self.domain = name, when, domain
+
+    def __call__(self, spec: Any) -> Any:
+        cfg = spec.config
+        if all(cfg.get(parent) in vals for parent, vals in self.when.items()):
+            return self.domain.sample() if hasattr(self.domain, "sample") else self.domain
+        return None
+
+
+def _ray_domain(p: Param) -> Any:
+    from ray import tune
+
+    if isinstance(p, Fixed):
+        return p.value
+    if isinstance(p, Grid) and not p.when:
+        return tune.grid_search(list(p.choices))
+    if isinstance(p, Categorical):
+        return tune.choice(list(p.choices))
+    if isinstance(p, Float):
+        if p.step is not None:
+            # quniform rounds to multiples of q from 0; keep low on the lattice by shifting.
+            return tune.quniform(p.low, p.high, p.step)
+        return tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
+    assert isinstance(p, Int)
+    if p.step is not None and p.step > 1:
+        return tune.qrandint(p.low, p.high, p.step)  # qrandint's upper bound is inclusive
+    # randint/lograndint exclude the upper bound: add one so `high` can be drawn.
+    return tune.lograndint(p.low, p.high + 1) if p.log else tune.randint(p.low, p.high + 1)
+
+
+def _resolve(spec: Any, base_dir: Path, key: str, seen: tuple[Path, ...]) -> dict[str, Param]:
+    if not isinstance(spec, Mapping):
+        raise HpoConfigError(key, "must be a mapping with `params` (and optionally `include`)", type(spec).__name__)
+    if "params" in spec or "include" in spec:
+        unknown = set(spec) - {"params", "include"}
+        if unknown:
+            raise HpoConfigError(
+                f"{key}.{sorted(unknown)[0]}", "is not a key of a search space; valid keys: ['include', 'params']",
+                sorted(unknown)[0],
+            )
+        includes = spec.get("include") or []
+        params = spec.get("params") or {}
+    else:
+        includes, params = [], spec
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(params, Mapping):
+        raise HpoConfigError(f"{key}.params", "must be a mapping of parameter name to definition", params)
+    merged: dict[str, Param] = {}
+    for i, inc in enumerate(includes):
+        path = _find_include(str(inc), base_dir, f"{key}.include[{i}]")
+        if path in seen:
+            raise HpoConfigError(f"{key}.include[{i}]", "includes must not form a cycle", str(path))
+        merged.update(_resolve(_read_yaml(path, f"{key}.include[{i}]"), path.parent, f"{path.name}", (*seen, path)))
+    for name, p in params.items():
+        merged[str(name)] = p if isinstance(p, Param) else param_from_dict(p, f"{key}.params.{name}")
+    return merged
+
+
+def _find_include(ref: str, base_dir: Path, key: str) -> Path:
+    candidates = [base_dir / ref, SEARCH_SPACES_DIR / ref]
+    if not ref.endswith((".yaml", ".yml")):
+        candidates += [SEARCH_SPACES_DIR / f"{ref}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise HpoConfigError(key, f"must name an existing space file (looked in {base_dir} and {SEARCH_SPACES_DIR})", ref)
+
+
+def _read_yaml(path: Path, key: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise HpoConfigError(key, f"must be valid YAML ({exc})", str(path)) from exc
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Load a search-space YAML file, resolving its includes.
+
+    Example:
+        >>> space = load_space("mlp")  # search_spaces/mlp.yaml
+        >>> "lr" in space
+        True
+    """
+    p = _find_include(str(path), Path.cwd(), "space")
+    return SearchSpace.from_dict(_read_yaml(p, "space"), base_dir=p.parent, key=p.name)

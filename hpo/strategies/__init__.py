@@ -1,0 +1,104 @@
+"""Pluggable search strategies: a searcher (what to try) plus a scheduler (when to stop).
+
+Example:
+    >>> from hpo.strategies import list_strategies
+    >>> "tpe" in [s.name for s in list_strategies()]
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo.errors import HpoConfigError
+from hpo.space import SearchSpace
+from hpo.strategies import _builtin  # noqa: F401  (registers the built-ins)
+from hpo.strategies._outcomes import TrialOutcomes
+from hpo.strategies._registry import ENTRY_POINT_GROUP, StrategyInfo, get_strategy, list_strategies, register
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "StrategyInfo",
+    "StrategySpec",
+    "TrialOutcomes",
+    "build_strategy",
+    "check_strategy",
+    "list_strategies",
+    "register",
+]
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """Which searcher and scheduler to use, with their options and the seed."""
+
+    searcher: str = "tpe"
+    scheduler: str = "fifo"
+    searcher_options: dict[str, Any] = field(default_factory=dict)
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = 0
+
+    @classmethod
+    def parse(cls, text: str, seed: int | None = 0) -> StrategySpec:
+        """``"tpe+asha"`` -> searcher tpe, scheduler asha; ``"random"`` -> random + fifo."""
+        searcher, _, scheduler = text.partition("+")
+        return cls(searcher=searcher.strip(), scheduler=scheduler.strip() or "fifo", seed=seed)
+
+
+def check_strategy(
+    spec: StrategySpec, space: SearchSpace, metrics: list[str], budget: int | None, key: str = "strategy"
+) -> tuple[StrategyInfo, StrategyInfo]:
+    """Validate a strategy against the space and objectives, before anything is launched."""
+    searcher = get_strategy(spec.searcher, "searcher", f"{key}.searcher")
+    scheduler = get_strategy(spec.scheduler, "scheduler", f"{key}.scheduler")
+    searcher.check_options(spec.searcher_options, f"{key}.searcher_options")
+    scheduler.check_options(spec.scheduler_options, f"{key}.scheduler_options")
+    if searcher.grid_only:
+        space.grid(key="space")  # raises naming the first parameter grid cannot enumerate
+    multi = len(metrics) > 1
+    if multi and not searcher.multi_objective:
+        raise HpoConfigError(
+            f"{key}.searcher",
+            "must support several objectives when `metric` is a list; multi-objective searchers: "
+            f"{sorted(i.name for i in list_strategies('searcher') if i.multi_objective)}",
+            spec.searcher,
+        )
+    if multi and not scheduler.multi_objective:
+        raise HpoConfigError(
+            f"{key}.scheduler",
+            "early stopping needs a single metric; use `scheduler: fifo` with several objectives",
+            spec.scheduler,
+        )
+    if scheduler.needs_budget and not budget:
+        raise HpoConfigError(
+            f"{key}.max_t",
+            f"scheduler {scheduler.name!r} needs the maximum number of reports per trial",
+            None,
+            "Set `strategy.max_t` (the built-in task uses its `epochs`).",
+        )
+    return searcher, scheduler
+
+
+def build_strategy(
+    spec: StrategySpec,
+    space: SearchSpace,
+    metrics: list[str],
+    modes: list[str],
+    budget: int | None,
+    outcomes: TrialOutcomes,
+    storage: str | None = None,
+    study_name: str | None = None,
+) -> tuple[Any, Any]:
+    """Build the (Ray searcher, Ray scheduler) pair for a validated spec."""
+    searcher_info, scheduler_info = check_strategy(spec, space, metrics, budget)
+    if searcher_info.kind == "sampler":
+        from hpo.strategies._optuna import OptunaSearcher
+
+        sampler = searcher_info.factory(spec.seed, **spec.searcher_options)
+        searcher = OptunaSearcher(space, sampler, metrics, modes, outcomes, storage=storage, study_name=study_name)
+    else:
+        searcher = searcher_info.factory(space, metrics, modes, spec.seed, **spec.searcher_options)
+    # Ray hands metric and mode to the scheduler from TuneConfig.
+    scheduler = scheduler_info.factory(outcomes, budget, **spec.scheduler_options)
+    return searcher, scheduler

@@ -1,0 +1,127 @@
+"""The built-in strategies: factories for searchers, Optuna samplers and schedulers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hpo.strategies._registry import StrategyInfo, register
+
+
+def _random(seed: int | None) -> Any:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _sobol(seed: int | None, scramble: bool = True) -> Any:
+    import optuna
+
+    return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=scramble, seed=seed, warn_independent_sampling=False)
+
+
+def _tpe(seed: int | None, n_startup_trials: int = 10, multivariate: bool = False, group: bool = False) -> Any:
+    import optuna
+
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=n_startup_trials, multivariate=multivariate, group=group and multivariate
+    )
+
+
+def _cmaes(seed: int | None, n_startup_trials: int = 1, sigma0: float | None = None, restart_strategy: str | None = None) -> Any:
+    import optuna
+
+    return optuna.samplers.CmaEsSampler(
+        seed=seed,
+        n_startup_trials=n_startup_trials,
+        sigma0=sigma0,
+        restart_strategy=restart_strategy,
+        warn_independent_sampling=False,
+    )
+
+
+def _gp(seed: int | None, n_startup_trials: int = 10, deterministic_objective: bool = False) -> Any:
+    import optuna
+
+    return optuna.samplers.GPSampler(
+        seed=seed, n_startup_trials=n_startup_trials, deterministic_objective=deterministic_objective
+    )
+
+
+def _nsga2(seed: int | None, population_size: int = 50, mutation_prob: float | None = None, crossover_prob: float = 0.9) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(
+        seed=seed, population_size=population_size, mutation_prob=mutation_prob, crossover_prob=crossover_prob
+    )
+
+
+def _grid(space: Any, metrics: list[str], modes: list[str], seed: int | None) -> Any:
+    from hpo.strategies._grid import GridSearcher
+
+    return GridSearcher(space)
+
+
+def _fifo(outcomes: Any, budget: int | None) -> Any:
+    from hpo.strategies._schedulers import FIFO
+
+    return FIFO(outcomes, budget)
+
+
+def _asha(
+    outcomes: Any,
+    budget: int | None,
+    grace_period: int = 1,
+    reduction_factor: float = 3,
+    brackets: int = 1,
+) -> Any:
+    from hpo.strategies._schedulers import ASHA
+
+    return ASHA(
+        outcomes, budget, max_t=budget, grace_period=grace_period,
+        reduction_factor=reduction_factor, brackets=brackets,
+    )
+
+
+def _hyperband(outcomes: Any, budget: int | None, reduction_factor: float = 3) -> Any:
+    from hpo.strategies._schedulers import HyperBand
+
+    return HyperBand(outcomes, budget, max_t=budget, reduction_factor=reduction_factor)
+
+
+def _median(
+    outcomes: Any,
+    budget: int | None,
+    grace_period: int = 1,
+    min_samples_required: int = 3,
+) -> Any:
+    from hpo.strategies._schedulers import MedianStopping
+
+    return MedianStopping(
+        outcomes, budget, grace_period=grace_period, min_samples_required=min_samples_required
+    )
+
+
+BUILTINS = [
+    StrategyInfo("grid", "searcher", "Every combination of grid/categorical/fixed values, in order", _grid,
+                 multi_objective=True, grid_only=True),
+    StrategyInfo("random", "sampler", "Independent uniform (or log-uniform) random sampling", _random,
+                 multi_objective=True),
+    StrategyInfo("sobol", "sampler", "Quasi-random scrambled Sobol sequence: even coverage of the space", _sobol,
+                 multi_objective=True, aliases=("qmc",)),
+    StrategyInfo("tpe", "sampler", "Optuna's Tree-structured Parzen Estimator (default Bayesian search)", _tpe,
+                 multi_objective=True, aliases=("optuna",)),
+    StrategyInfo("cmaes", "sampler", "Optuna's CMA-ES evolution strategy for continuous spaces", _cmaes),
+    StrategyInfo("gp", "sampler", "Optuna's Gaussian-process Bayesian optimization", _gp, multi_objective=True),
+    StrategyInfo("nsga2", "sampler", "Optuna's NSGA-II genetic algorithm for multi-objective Pareto fronts", _nsga2,
+                 multi_objective=True),
+    StrategyInfo("fifo", "scheduler", "Run every trial to its full budget (no early stopping)", _fifo,
+                 multi_objective=True, aliases=("none",)),
+    StrategyInfo("asha", "scheduler", "Asynchronous successive halving: stop the worst trials at each rung", _asha,
+                 needs_budget=True),
+    StrategyInfo("hyperband", "scheduler", "Synchronous HyperBand brackets (pauses and resumes via checkpoints)",
+                 _hyperband, needs_budget=True),
+    StrategyInfo("median", "scheduler", "Median stopping rule: stop trials below the median of earlier trials", _median),
+]
+
+for _info in BUILTINS:
+    register(_info)

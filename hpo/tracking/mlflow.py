@@ -1,0 +1,290 @@
+"""Driver-side MLflow tracking: one parent run per search, one child run per trial, batched.
+
+Ray's ``MLflowLoggerCallback`` makes one request per metric key per result and opens a new
+run for every restored trial. This callback queues events on the driver and a background
+thread writes them with ``log_batch``, off Tune's hot path; on resume it finds the existing
+parent and child runs (by tags) and skips steps already logged, so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from hpo._trials import error_text, trial_metrics
+from hpo.session import NODE_KEY
+from hpo.strategies import TrialOutcomes
+
+log = logging.getLogger("hpo.tracking")
+
+TRIAL_TAG = "hpo.trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+_MAX_PARAMS, _MAX_METRICS = 100, 1000
+
+
+def default_tracking_uri() -> str:
+    """``sqlite:///<cwd>/mlflow.db``: MLflow 3 refuses its plain file store unless forced."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested keys become ``a.b``; values are strings MLflow accepts (6000 characters at most)."""
+    out: dict[str, str] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_params(v, f"{key}."))
+        else:
+            out[key] = str(v)[:6000]
+    return out
+
+
+class MlflowTracker(Callback):
+    """A Tune callback that records the search in MLflow from the driver.
+
+    Args:
+        tracking_uri: MLflow tracking URI (SQLite file or ``http://`` server).
+        experiment_name: MLflow experiment (one per search name).
+        run_name: name of the parent run.
+        state_path: JSON file in the search's storage directory where the parent run id is kept,
+            so a resumed search continues the same parent run.
+        outcomes: shared record of pruned trials (for status tags).
+        parent_params: params and tags of the parent run (strategy, versions, ...).
+        artifacts: file name -> text, logged on the parent run.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        run_name: str,
+        state_path: str,
+        outcomes: TrialOutcomes,
+        parent_params: dict[str, Any] | None = None,
+        parent_tags: dict[str, str] | None = None,
+        artifacts: dict[str, str] | None = None,
+        flush_interval_s: float = 1.0,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.state_path = state_path
+        self.outcomes = outcomes
+        self.parent_params = parent_params or {}
+        self.parent_tags = parent_tags or {}
+        self.artifacts = artifacts or {}
+        self.flush_interval_s = flush_interval_s
+        self._reset()
+
+    def _reset(self) -> None:
+        self.client: Any = None
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self._runs: dict[str, str] = {}  # trial id -> child run id
+        self._logged_step: dict[str, int] = {}  # trial id -> last step already in MLflow
+        self._queue: queue.Queue[tuple[str, str, Any]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.unlogged: list[str] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        keep = ("tracking_uri", "experiment_name", "run_name", "state_path", "outcomes", "parent_params",
+                "parent_tags", "artifacts", "flush_interval_s")
+        return {k: self.__dict__[k] for k in keep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, Any]:
+        p = Path(self.state_path)
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def _write_state(self, **updates: Any) -> None:
+        p = Path(self.state_path)
+        state = {**self._read_state(), **updates}
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, default=str))
+        tmp.replace(p)  # a crash never leaves a half-written state file
+
+    def start(self) -> None:
+        """Open (or, on resume, reopen) the parent run. Called before Tune starts."""
+        if self.client is not None:
+            return
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        exp = self.client.get_experiment_by_name(self.experiment_name)
+        self.experiment_id = (
+            exp.experiment_id
+            if exp
+            else self.client.create_experiment(
+                self.experiment_name, tags={"mlflow.experimentKind": "custom_model_development"}
+            )
+        )
+        self.parent_run_id = self._read_state().get("parent_run_id")
+        if self.parent_run_id:
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            self._find_children()
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=self.parent_tags)
+            self.parent_run_id = run.info.run_id
+            self._write_state(parent_run_id=self.parent_run_id, mlflow_experiment_id=self.experiment_id,
+                              tracking_uri=self.tracking_uri)
+            self._log_batch(self.parent_run_id, params=flatten_params(self.parent_params))
+            for name, text in self.artifacts.items():
+                self.client.log_text(self.parent_run_id, text, name)
+        self._thread = threading.Thread(target=self._loop, name="hpo-mlflow", daemon=True)
+        self._thread.start()
+
+    def setup(self, **info: Any) -> None:
+        self.start()
+
+    def _find_children(self) -> None:
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{PARENT_TAG} = '{self.parent_run_id}'", max_results=50000
+        )
+        for r in runs:
+            tid = r.data.tags.get(TRIAL_TAG)
+            if tid:
+                self._runs[tid] = r.info.run_id
+                steps = [m.step for k in r.data.metrics for m in self.client.get_metric_history(r.info.run_id, k)[-1:]]
+                self._logged_step[tid] = max(steps, default=0)
+
+    # -- Tune events (driver thread: enqueue only) ------------------------------------------
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._queue.put(("start", trial.trial_id, (trial.trial_id, dict(trial.config))))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._queue.put(("result", trial.trial_id, result))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._queue.put(("end", trial.trial_id, ("completed", None)))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._queue.put(("end", trial.trial_id, ("errored", error_text(trial))))
+
+    # -- background writer -------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        backoff = 1.0
+        pending: list[tuple[str, str, Any]] = []
+        while True:
+            stopping = self._stop.wait(self.flush_interval_s)
+            while True:
+                try:
+                    pending.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write(pending)
+                pending, backoff = [], 1.0
+            except Exception as exc:  # server down or slow: keep the events, retry with backoff
+                log.warning("MLflow write failed (%s); retrying in %.0f s", exc, backoff)
+                if stopping:
+                    self.unlogged = sorted({tid for _, tid, _ in pending})
+                    return
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if stopping:
+                return
+
+    def _child(self, trial_id: str, config: dict[str, Any] | None) -> str:
+        run_id = self._runs.get(trial_id)
+        if run_id is None:
+            tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, "hpo.status": "running"}
+            run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
+            run_id = self._runs[trial_id] = run.info.run_id
+            if config:
+                self._log_batch(run_id, params=flatten_params(config))
+        return run_id
+
+    def _write(self, events: list[tuple[str, str, Any]]) -> None:
+        metrics: dict[str, list[Any]] = {}
+        tags: dict[str, dict[str, str]] = {}
+        ends: dict[str, tuple[str, str | None]] = {}
+        steps: dict[str, int] = {}
+        from mlflow.entities import Metric
+
+        for i, (kind, tid, payload) in enumerate(events):
+            if kind == "start":
+                self._child(tid, payload[1])
+            elif kind == "result":
+                step = int(payload.get("training_iteration", 0))
+                if step <= steps.get(tid, self._logged_step.get(tid, 0)):
+                    continue  # already in MLflow (a restored trial replays from its checkpoint)
+                ts = int(payload.get("timestamp", time.time()) * 1000)
+                for k, v in trial_metrics(payload).items():
+                    metrics.setdefault(tid, []).append(Metric(k, v if math.isfinite(v) else float("nan"), ts, step))
+                node = payload.get(NODE_KEY) or payload.get("node_ip")
+                tags.setdefault(tid, {}).update({"hpo.node": str(node), "hpo.last_step": str(step)})
+                steps[tid] = step
+            else:
+                ends[tid] = payload
+        for tid, ms in metrics.items():
+            self._log_batch(self._child(tid, None), metrics=ms, tags=tags.get(tid))
+            self._logged_step[tid] = steps[tid]  # only once written: a retry resends, never skips
+        for tid, (status, error) in ends.items():
+            run_id = self._child(tid, None)
+            pruned_at = self.outcomes.pruned_at(tid)
+            if status == "errored":
+                text, run_status = f"errored: {error}"[:5000], "FAILED"
+            elif pruned_at is not None:
+                text, run_status = f"pruned at epoch {pruned_at}", "KILLED"
+            else:
+                text, run_status = "completed", "FINISHED"
+            self.client.set_tag(run_id, "hpo.status", text)
+            self.client.set_terminated(run_id, status=run_status)
+
+    def _log_batch(self, run_id: str, params: dict[str, str] | None = None, metrics: list | None = None,
+                   tags: dict[str, str] | None = None) -> None:
+        from mlflow.entities import Param, RunTag
+
+        p = [Param(k, v) for k, v in (params or {}).items()]
+        m = list(metrics or [])
+        t = [RunTag(k, v) for k, v in (tags or {}).items()]
+        while p or m or t:
+            self.client.log_batch(run_id, params=p[:_MAX_PARAMS], metrics=m[:_MAX_METRICS], tags=t[:_MAX_PARAMS])
+            p, m, t = p[_MAX_PARAMS:], m[_MAX_METRICS:], t[_MAX_PARAMS:]
+
+    # -- end -----------------------------------------------------------------------------------
+
+    def finish(self, summary: dict[str, Any], failed: bool = False, timeout_s: float = 120.0) -> None:
+        """Flush everything, record the search's outcome on the parent run and close it."""
+        if self.client is None:
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if self.unlogged:
+            log.warning("MLflow could not record trials %s; replay them later", self.unlogged)
+        try:
+            best = summary.get("best_config") or {}
+            self._log_batch(self.parent_run_id, tags={
+                "hpo.best_config": json.dumps(best, default=str)[:5000],
+                "hpo.num_trials": str(summary.get("num_trials")),
+                "hpo.num_pruned": str(summary.get("num_pruned")),
+                "hpo.num_errored": str(summary.get("num_errored")),
+            })
+            metric = summary.get("best_metric")
+            if isinstance(metric, (int, float)) and math.isfinite(metric):
+                from mlflow.entities import Metric
+
+                self._log_batch(self.parent_run_id, metrics=[Metric(f"best_{summary['metric']}", float(metric),
+                                                                    int(time.time() * 1000), 0)])
+            self.client.log_text(self.parent_run_id, json.dumps(summary, indent=2, default=str), "summary.json")
+            self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
+        except Exception as exc:
+            log.warning("MLflow could not record the search summary: %s", exc)
