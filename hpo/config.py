@@ -24,7 +24,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hpo.errors import HpoConfigError
+from hpo.errors import HpoConfigError, Shown
 from hpo.space import SearchSpace
 from hpo.strategies import StrategySpec, check_strategy
 
@@ -127,7 +127,7 @@ class Experiment(_Strict):
     def _consistent(self) -> Experiment:
         metrics, modes = self.metrics, self.modes
         if len(metrics) != len(modes):
-            raise HpoConfigError("mode", "must give one mode per metric", f"{len(metrics)} metrics, {len(modes)} modes")
+            raise HpoConfigError("mode", "must give one mode per metric", Shown(f"{len(metrics)} metrics, {len(modes)} modes"))
         if len(set(metrics)) != len(metrics):
             raise HpoConfigError("metric", "must not repeat a metric", metrics)
         check_strategy(self.strategy.spec(), self.space, metrics, self.budget)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["HpoConfigError", "MetricNotReportedError"]
+__all__ = ["HpoConfigError", "MetricNotReportedError", "Shown"]
+
+
+class Shown(str):
+    """A value description shown as is in an error (plain values are shown with ``repr``)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 class HpoConfigError(ValueError):
@@ -25,7 +32,7 @@ class HpoConfigError(ValueError):
         self.fix = fix
         msg = f"{key}: {rule}"
         if value is not None:
-            msg += f", but got {value if isinstance(value, str) else repr(value)}"
+            msg += f", but got {value!r}"
         if fix:
             msg += f". {fix}"
         super().__init__(msg)
@@ -38,7 +45,7 @@ class MetricNotReportedError(HpoConfigError):
         super().__init__(
             "metric",
             f"the trainable must report metric {metric!r}",
-            f"a result with only {sorted(reported)}",
+            Shown(f"a result with only {sorted(reported)}"),
             "Set `metric` to one of the reported metrics or report it from the trainable.",
         )
         self.metric = metric

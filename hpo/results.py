@@ -42,6 +42,7 @@ class Results:
     mlflow_experiment_id: str | None = None
     parent_run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    study: Any = field(default=None, repr=False)  # the Optuna study, for Optuna-based searchers
 
     # -- construction ----------------------------------------------------------------------
 

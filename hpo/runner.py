@@ -106,8 +106,9 @@ def _collector_class() -> type:
     class Collector(Callback, Stopper):
         """Checks that every result carries the metrics; keeps the final trial list."""
 
-        def __init__(self, metrics: list[str]) -> None:
+        def __init__(self, metrics: list[str], searcher: Any) -> None:
             self.metrics = metrics
+            self.searcher = searcher  # pickled with the callbacks, so a resumed search keeps it
             self.error: MetricNotReportedError | None = None
             self.trials: list[Any] = []
 
@@ -323,7 +324,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             outcomes = TrialOutcomes()
             searcher, scheduler = build_strategy(exp.strategy.spec(), exp.space, exp.metrics, exp.modes, exp.budget,
                                                  outcomes)
-            collector = _collector_class()(exp.metrics)
+            collector = _collector_class()(exp.metrics, searcher)
             tracker = _tracker(exp, run_dir, outcomes, tracking_uri) if exp.tracking.enabled else None
             callbacks = [collector, Progress(num_samples, exp.metrics[0], exp.modes[0], outcomes)]
             callbacks += [tracker] if tracker else []
@@ -361,6 +362,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             results = Results.from_trials(
                 collector.trials, exp.name, exp.metrics, exp.modes, outcomes.as_dict(), str(run_dir),
                 mlflow_experiment_id=state.get("mlflow_experiment_id"), parent_run_id=state.get("parent_run_id"),
+                study=getattr(collector.searcher, "study", None),
             )
             if tracker is not None:
                 tracker.finish({**results.summary(), "metric": exp.metrics[0]}, failed=failed)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo.errors import HpoConfigError
+from hpo.errors import HpoConfigError, Shown
 
 __all__ = [
     "Categorical",
@@ -83,7 +83,7 @@ def _check_range(p: Float | Int, key: str) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise HpoConfigError(f"{key}.{name}", "must be a finite number", v)
     if p.low > p.high:
-        raise HpoConfigError(key, "`low <= high` must hold", f"low={p.low}, high={p.high}")
+        raise HpoConfigError(key, "`low <= high` must hold", Shown(f"low={p.low}, high={p.high}"))
     if p.log and p.low <= 0:
         raise HpoConfigError(f"{key}.low", "must be > 0 when `log: true`", p.low, "Use a positive low or `log: false`.")
     if p.step is not None:
@@ -384,7 +384,7 @@ class SearchSpace:
             raise HpoConfigError(
                 f"{key}.{bad[0]}",
                 "the grid strategy enumerates only grid, categorical and fixed parameters",
-                f"a {p.type_name} range",
+                Shown(f"a {p.type_name} range"),
                 "Give it `type: grid` with explicit `values`, or pick a sampling strategy (random, tpe, ...).",
             )
         configs: list[dict[str, Any]] = [{}]

@@ -14,8 +14,11 @@ def _random(seed: int | None) -> Any:
 
 
 def _sobol(seed: int | None, scramble: bool = True) -> Any:
+    import warnings
+
     import optuna
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, message="QMCSampler")
     return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=scramble, seed=seed, warn_independent_sampling=False)
 
 

@@ -102,8 +102,8 @@ class OptunaSearcher(Searcher):
         if error:
             self.study.tell(trial, state=TrialState.FAIL)
             return
+        self._report(trial, last)  # the final result: Ray skips on_trial_result for a stopping one
         if self.outcomes.is_pruned(trial_id) and len(self.metrics) == 1:
-            self._report(trial, last)
             self.study.tell(trial, state=TrialState.PRUNED)
             return
         values = [last.get(m) if last else None for m in self.metrics]

@@ -94,6 +94,7 @@ class MlflowTracker(Callback):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.unlogged: list[str] = []
+        self._reconciled = False
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment_name", "run_name", "state_path", "outcomes", "parent_params",
@@ -163,6 +164,11 @@ class MlflowTracker(Callback):
 
     # -- Tune events (driver thread: enqueue only) ------------------------------------------
 
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self._reconciled:
+            self._reconciled = True
+            self._queue.put(("reconcile", "", [t.trial_id for t in trials]))
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._queue.put(("start", trial.trial_id, (trial.trial_id, dict(trial.config))))
 
@@ -219,7 +225,9 @@ class MlflowTracker(Callback):
         from mlflow.entities import Metric
 
         for i, (kind, tid, payload) in enumerate(events):
-            if kind == "start":
+            if kind == "reconcile":
+                self._drop_orphans(set(payload))
+            elif kind == "start":
                 self._child(tid, payload[1])
             elif kind == "result":
                 step = int(payload.get("training_iteration", 0))
@@ -247,6 +255,13 @@ class MlflowTracker(Callback):
                 text, run_status = "completed", "FINISHED"
             self.client.set_tag(run_id, "hpo.status", text)
             self.client.set_terminated(run_id, status=run_status)
+
+    def _drop_orphans(self, known: set[str]) -> None:
+        """A search killed between two of Ray's state saves forgets its newest trials, and runs
+        new ones in their place on resume: delete their child runs so no trial is recorded twice."""
+        for tid in [t for t in self._runs if t not in known]:
+            self.client.delete_run(self._runs.pop(tid))
+            self._logged_step.pop(tid, None)
 
     def _log_batch(self, run_id: str, params: dict[str, str] | None = None, metrics: list | None = None,
                    tags: dict[str, str] | None = None) -> None:

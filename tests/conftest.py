@@ -1,0 +1,71 @@
+"""Shared fixtures: one real two-node Ray cluster (``ray start`` processes) per test session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Worker processes import test trainables (tests.*) by reference, like a user's own module.
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["RAY_AUTH_MODE"] = "disabled"
+    return env
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    """Address of a two-node Ray cluster on this machine: a head and a worker, one CPU each."""
+    import ray
+
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    env = _env()
+    common = ["--num-cpus=1", "--disable-usage-stats"]
+    subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+                    "--include-dashboard=false", *common], check=True, env=env, capture_output=True)
+    try:
+        subprocess.run([RAY, "start", f"--address={address}", "--node-ip-address=127.0.0.1", *common],
+                       check=True, env=env, capture_output=True)
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        ray.init(address=address, logging_level="WARNING")
+        deadline = time.time() + 60
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+            assert time.time() < deadline, "worker node did not join"
+            time.sleep(0.5)
+        yield address
+    finally:
+        ray.shutdown()
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+
+
+@pytest.fixture()
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in a fresh directory, so mlflow.db and hpo_results land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def hpo_cli(*args: str, cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the ``hpo`` command in a subprocess."""
+    proc = subprocess.run([sys.executable, "-m", "hpo.cli", *args], cwd=cwd, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hpo {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -1,0 +1,144 @@
+"""Experiment files: strict keys, clear errors before launch, overrides, shipped examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hpo import Experiment, HpoConfigError, load_experiment
+from hpo.runner import _check_before_launch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def base(**over):
+    data = {
+        "name": "t", "task": {"dataset": "iris", "epochs": 3},
+        "space": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
+        "metric": "val_accuracy", "mode": "max", "num_samples": 2,
+    }
+    data.update(over)
+    return data
+
+
+def test_valid_experiment_maps_onto_api_objects():
+    exp = Experiment.from_dict(base(strategy="tpe+asha"))
+    assert (exp.strategy.searcher, exp.strategy.scheduler) == ("tpe", "asha")
+    assert exp.budget == 3 and exp.metrics == ["val_accuracy"]
+
+
+def test_misspelled_top_level_key_names_path_and_valid_keys():
+    with pytest.raises(HpoConfigError) as err:
+        Experiment.from_dict(base(num_sample=3))
+    msg = str(err.value)
+    assert err.value.key == "num_sample" and "valid keys" in msg and "num_samples" in msg
+    assert "Did you mean 'num_samples'" in msg
+
+
+def test_unknown_nested_key_is_rejected_with_its_path():
+    with pytest.raises(HpoConfigError) as err:
+        Experiment.from_dict(base(resources={"cpu": 1, "gpus": 1}))
+    assert err.value.key == "resources.gpus" and "'gpu'" in str(err.value)
+
+
+@pytest.mark.parametrize("value", [0, -3])
+def test_num_samples_must_be_positive(value):
+    with pytest.raises(HpoConfigError) as err:
+        Experiment.from_dict(base(num_samples=value))
+    assert err.value.key == "num_samples" and "greater than 0" in str(err.value)
+
+
+def test_unknown_searcher_lists_valid_ones():
+    with pytest.raises(HpoConfigError) as err:
+        Experiment.from_dict(base(strategy={"searcher": "bayes"}))
+    msg = str(err.value)
+    assert err.value.key == "strategy.searcher" and "'bayes'" in msg
+    for name in ("tpe", "random", "grid", "cmaes", "gp", "nsga2", "sobol"):
+        assert name in msg
+
+
+def test_unknown_scheduler_lists_valid_ones():
+    with pytest.raises(HpoConfigError) as err:
+        Experiment.from_dict(base(strategy={"scheduler": "ashaa"}))
+    assert err.value.key == "strategy.scheduler"
+    for name in ("asha", "hyperband", "median", "fifo"):
+        assert name in str(err.value)
+
+
+def test_unknown_strategy_option_is_rejected():
+    with pytest.raises(HpoConfigError) as err:
+        Experiment.from_dict(base(strategy={"searcher": {"name": "tpe", "n_startup": 3}}))
+    assert err.value.key == "strategy.searcher_options.n_startup" and "n_startup_trials" in str(err.value)
+
+
+def test_grid_searcher_rejects_continuous_ranges():
+    with pytest.raises(HpoConfigError) as err:
+        Experiment.from_dict(base(strategy="grid"))
+    assert err.value.key == "space.lr" and "grid" in str(err.value)
+
+
+def test_grid_searcher_defaults_num_samples_to_grid_size():
+    exp = Experiment.from_dict(base(strategy="grid", num_samples=None,
+                                    space={"lr": {"type": "grid", "values": [0.1, 0.01]},
+                                           "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]}}))
+    assert exp.resolved_num_samples() == 4
+
+
+def test_multi_objective_needs_capable_strategy():
+    with pytest.raises(HpoConfigError, match="several objectives"):
+        Experiment.from_dict(base(metric=["val_accuracy", "train_loss"], mode=["max", "min"], strategy="cmaes"))
+    with pytest.raises(HpoConfigError, match="single metric"):
+        Experiment.from_dict(base(metric=["val_accuracy", "train_loss"], mode=["max", "min"], strategy="tpe+asha"))
+    with pytest.raises(HpoConfigError, match="one mode per metric"):
+        Experiment.from_dict(base(metric=["val_accuracy", "train_loss"], mode=["max"]))
+
+
+def test_asha_without_budget_is_rejected():
+    with pytest.raises(HpoConfigError) as err:
+        Experiment.from_dict(base(task={}, trainable="tests.trainables:quadratic", strategy="tpe+asha",
+                                  metric="loss", mode="min"))
+    assert err.value.key == "strategy.max_t"
+
+
+def test_builtin_task_rejects_unknown_names_before_launch():
+    with pytest.raises(HpoConfigError) as err:
+        _check_before_launch(Experiment.from_dict(base(task={"dataset": "digitz", "epochs": 2})))
+    assert err.value.key == "task.dataset" and "'digits'" in str(err.value)
+    with pytest.raises(HpoConfigError) as err:
+        _check_before_launch(Experiment.from_dict(base(space={"optimizer": {"type": "categorical",
+                                                                            "choices": ["adam", "lbfgs"]}})))
+    assert err.value.key == "space.optimizer" and "lbfgs" in str(err.value)
+    with pytest.raises(HpoConfigError) as err:
+        _check_before_launch(Experiment.from_dict(base(space={"learning_rate": {"type": "float", "low": 0.1,
+                                                                                "high": 0.2}})))
+    assert err.value.key == "space.learning_rate"
+
+
+def test_builtin_task_rejects_metric_it_never_reports():
+    with pytest.raises(HpoConfigError) as err:
+        _check_before_launch(Experiment.from_dict(base(metric="val_f1")))
+    assert err.value.key == "metric" and "val_accuracy" in str(err.value)
+
+
+def test_unresolvable_trainable_import_path_is_rejected():
+    with pytest.raises(HpoConfigError, match="importable module"):
+        _check_before_launch(Experiment.from_dict(base(trainable="no_such_module:fn", task={})))
+
+
+def test_overrides_apply_before_validation(tmp_path: Path):
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump(base()))
+    exp = load_experiment(path, ["num_samples=7", "strategy.searcher=random", "task.epochs=4"])
+    assert (exp.num_samples, exp.strategy.searcher, exp.budget) == (7, "random", 4)
+    with pytest.raises(HpoConfigError) as err:
+        load_experiment(path, ["strategy.sercher=random"])
+    assert err.value.key == "strategy.sercher"
+
+
+def test_quickstart_example_validates():
+    exp = load_experiment(ROOT / "examples" / "quickstart.yaml")
+    _check_before_launch(exp)
+    assert exp.strategy.searcher == "tpe" and exp.strategy.scheduler == "asha"
+    assert {"lr", "optimizer", "hidden", "momentum"} <= set(exp.space.names)

@@ -1,0 +1,26 @@
+"""Small trainables used by tests (importable by Ray workers as ``tests.trainables``)."""
+
+from __future__ import annotations
+
+import time
+
+import hpo
+
+
+def quadratic(config):
+    """Loss (x - 0.3)^2 shrinking with steps; reports `loss` and `steps_done`."""
+    x = config["x"]
+    for step in range(1, int(config.get("steps", 4)) + 1):
+        hpo.report({"loss": (x - 0.3) ** 2 + 1.0 / step, "score": -abs(x - 0.7)})
+        time.sleep(float(config.get("sleep", 0.0)))
+
+
+def fails_when_large(config):
+    """Raises for x > 0.5, otherwise reports like `quadratic`."""
+    if config["x"] > 0.5:
+        raise ValueError(f"x too large: {config['x']:.3f}")
+    quadratic(config)
+
+
+def reports_wrong_metric(config):
+    hpo.report({"accuracy": 0.5, "val_loss": 1.0})
