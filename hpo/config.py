@@ -94,14 +94,14 @@ class Experiment(_Strict):
     space: SearchSpace
     metric: Union[str, list[str]]  # noqa: UP007
     mode: Union[Literal["min", "max"], list[Literal["min", "max"]]] = "max"  # noqa: UP007
-    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig())
     num_samples: int | None = Field(None, gt=0)
     max_concurrent: int | None = Field(None, gt=0)
     time_budget_s: float | None = Field(None, gt=0)
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(default_factory=lambda: Resources())
     storage_path: str = "hpo_results"
     address: str | None = None
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig())
     max_failures: int = Field(0, ge=0)
 
     @field_validator("space", mode="before")
@@ -127,7 +127,8 @@ class Experiment(_Strict):
     def _consistent(self) -> Experiment:
         metrics, modes = self.metrics, self.modes
         if len(metrics) != len(modes):
-            raise HpoConfigError("mode", "must give one mode per metric", Shown(f"{len(metrics)} metrics, {len(modes)} modes"))
+            counts = Shown(f"{len(metrics)} metrics, {len(modes)} modes")
+            raise HpoConfigError("mode", "must give one mode per metric", counts)
         if len(set(metrics)) != len(metrics):
             raise HpoConfigError("metric", "must not repeat a metric", metrics)
         check_strategy(self.strategy.spec(), self.space, metrics, self.budget)
@@ -234,7 +235,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for i, part in enumerate(parts[:-1]):
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, dict):
-                raise HpoConfigError(f"--set {'.'.join(parts[: i + 1])}", "is not a mapping, cannot set a key inside it", nxt)
+                where = f"--set {'.'.join(parts[: i + 1])}"
+                raise HpoConfigError(where, "is not a mapping, cannot set a key inside it", nxt)
             node = nxt
         node[parts[-1]] = yaml.safe_load(raw)
     return data

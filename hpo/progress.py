@@ -35,10 +35,12 @@ class Progress(Callback):
         self.__dict__.update(state)
         self._init()
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
         self._init()
         if self._tty:
-            from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
 
             self._live = Bar(TextColumn("[bold]hpo"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                              TextColumn("{task.description}"), TimeElapsedColumn(), transient=False,

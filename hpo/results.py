@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo.session import NODE_KEY
 from hpo._trials import error_text, trial_metrics
+from hpo.session import NODE_KEY
 
 __all__ = ["Results", "TrialRecord"]
 

@@ -63,8 +63,8 @@ def _check_before_launch(exp: Experiment) -> None:
 
 
 def _builtin_metrics(exp: Experiment) -> set[str]:
-    datasets = {exp.task.get("dataset", "digits")} | set(exp.space.params.get("dataset").values() or []
-                                                          if "dataset" in exp.space.params else [])
+    searched = exp.space.params.get("dataset")
+    datasets = {exp.task.get("dataset", "digits"), *((searched.values() or []) if searched else [])}
     regression = {"diabetes", "synthetic_regression"}
     out = {"train_loss", "val_loss", "epoch_time_s"}
     if datasets - regression:
@@ -161,7 +161,11 @@ def _tune_env():
     # end-of-run ExperimentAnalysis finds no result files: that warning is expected noise.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # hpo checks metrics itself (with a clearer error); Ray's own tables are replaced by Progress.
-    env = {"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    env = {
+        "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -314,8 +318,8 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             tuner = tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=False)
             # The callbacks were pickled with the searcher and scheduler in one tuner.pkl, so
             # they still share one TrialOutcomes record; Ray exposes them only here.
-            callbacks = tuner._local_tuner.get_run_config().callbacks
-            collector = next(c for c in callbacks if hasattr(c, "stop_all"))
+            callbacks: Any = tuner._local_tuner.get_run_config().callbacks  # type: ignore[union-attr]
+            collector: Any = next(c for c in callbacks if hasattr(c, "stop_all"))
             tracker = next((c for c in callbacks if hasattr(c, "finish")), None)
             outcomes = next(c for c in callbacks if isinstance(c, Progress)).outcomes
         else:

@@ -58,7 +58,7 @@ def _conditions(when: Mapping[str, Any] | None, key: str) -> dict[str, tuple[Any
 class Param:
     """Base of all parameter types. ``when`` makes it conditional on parent values."""
 
-    when: dict[str, tuple[Any, ...]] = field(default_factory=dict, kw_only=True)
+    when: dict[str, Any] = field(default_factory=dict, kw_only=True)  # parent -> tuple of values
 
     type_name = "param"
 
@@ -220,9 +220,9 @@ def param_from_dict(spec: Any, key: str) -> Param:
             raw = spec.get(field_name)
             if not isinstance(raw, list) or not raw:
                 raise HpoConfigError(f"{key}.{field_name}", "must be a non-empty list", raw)
-            param: Param = _TYPES[type_name](raw, when=when)  # type: ignore[call-arg]
+            param: Param = _TYPES[type_name](raw, when=when)  # type: ignore[call-arg,misc,arg-type]
         else:
-            param = _TYPES[type_name](**spec, when=when)  # type: ignore[call-arg]
+            param = _TYPES[type_name](**spec, when=when)  # type: ignore[call-arg,misc,arg-type]
     except TypeError as exc:
         missing = sorted(_KEYS[type_name] - set(spec))
         raise HpoConfigError(key, f"a {type_name} parameter needs {missing}", spec) from exc

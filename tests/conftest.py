@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +32,40 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line), read from /proc."""
+    table = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, IndexError, ValueError):
+                continue
+            table[int(d.name)] = (ppid, cmd)
+    return table
+
+
+def stop_processes_under(marker: str) -> None:
+    """Stop, by pid, every process whose command line names ``marker`` and all their descendants
+    (Ray's agents and workers rename themselves), leaving other Ray clusters on the machine alone."""
+    table = _proc_table()
+    pids = {pid for pid, (_, cmd) in table.items() if marker in cmd and pid != os.getpid()}
+    grew = True
+    while grew:
+        more = {pid for pid, (ppid, _) in table.items() if ppid in pids} - pids
+        grew, pids = bool(more), pids | more
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def ray_address() -> str:
     """Address of a two-node Ray cluster on this machine: a head and a worker, one CPU each."""
@@ -37,7 +74,8 @@ def ray_address() -> str:
     port = _free_port()
     address = f"127.0.0.1:{port}"
     env = _env()
-    common = ["--num-cpus=1", "--disable-usage-stats"]
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    common = ["--num-cpus=1", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
     subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                     "--include-dashboard=false", *common], check=True, env=env, capture_output=True)
     try:
@@ -52,7 +90,8 @@ def ray_address() -> str:
         yield address
     finally:
         ray.shutdown()
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+        stop_processes_under(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture()

@@ -21,7 +21,8 @@ JSON_KEYS = {"name", "best_config", "best_metric", "num_trials", "num_errored", 
 
 
 def test_help_is_fast_and_imports_no_heavy_modules():
-    code = "import sys, hpo.cli; hpo.cli._parser(); print(sorted(m for m in ('ray','torch','mlflow') if m in sys.modules))"
+    code = ("import sys, hpo.cli; hpo.cli._parser(); "
+            "print(sorted(m for m in ('ray','torch','mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_env())
     assert out.stdout.strip() == "[]"
 
@@ -36,7 +37,8 @@ def test_strategies_lists_every_builtin_with_a_description(tmp_path):
 def test_validate_reports_bad_key_with_exit_code_2_and_writes_nothing(tmp_path):
     proc = hpo_cli("validate", QUICKSTART, "--set", "strategy.shceduler=asha", cwd=tmp_path, check=False)
     assert proc.returncode == 2
-    assert "strategy.shceduler" in proc.stderr and "valid keys" in proc.stderr and "Did you mean 'scheduler'" in proc.stderr
+    assert "strategy.shceduler" in proc.stderr and "valid keys" in proc.stderr
+    assert "Did you mean 'scheduler'" in proc.stderr
     proc = hpo_cli("run", QUICKSTART, "--set", "num_samples=0", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "num_samples" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # nothing launched, nothing written

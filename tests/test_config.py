@@ -142,3 +142,19 @@ def test_quickstart_example_validates():
     _check_before_launch(exp)
     assert exp.strategy.searcher == "tpe" and exp.strategy.scheduler == "asha"
     assert {"lr", "optimizer", "hidden", "momentum"} <= set(exp.space.names)
+
+
+def test_grid_values_under_a_searcher_that_cannot_search_them_are_rejected():
+    from hpo.strategies import StrategyInfo, register
+    from hpo.strategies._registry import _REGISTRY
+
+    register(StrategyInfo("continuous-only", "sampler", "test", lambda seed: None, grid_values=False))
+    try:
+        with pytest.raises(HpoConfigError) as err:
+            Experiment.from_dict(base(strategy="continuous-only",
+                                      space={"lr": {"type": "grid", "values": [0.1, 0.01]}}))
+        assert err.value.key == "space.lr" and "cannot search grid values" in str(err.value)
+        # the built-in samplers treat grid values as categorical
+        Experiment.from_dict(base(strategy="cmaes", space={"lr": {"type": "grid", "values": [0.1, 0.01]}}))
+    finally:
+        _REGISTRY.pop("continuous-only")

@@ -132,3 +132,26 @@ def test_resume_continues_a_finished_search_without_new_trials(tmp_path, ray_add
     again = hpo.resume(first.storage_path, trainable=trainables.quadratic, address=ray_address)
     assert sorted(t.trial_id for t in again.trials) == sorted(t.trial_id for t in first.trials)
     assert again.storage_path == first.storage_path
+
+
+def test_time_budget_ends_the_search_early(tmp_path, ray_address):
+    import time
+
+    t0 = time.monotonic()
+    results = _run(tmp_path, ray_address, space={"x": Float(0.0, 1.0), "sleep": 0.5}, num_samples=200,
+                   time_budget_s=4)
+    assert len(results.trials) < 200 and time.monotonic() - t0 < 60
+
+
+def test_readme_python_example_runs(in_tmp, ray_address):
+    """The Python API block in README.md, executed as written."""
+    import re
+
+    from tests.conftest import ROOT
+
+    block = re.search(r"## Python API\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    results = namespace["results"]
+    assert len(results.trials) == 12 and results.best_config is not None
+    assert results.parent_run_id and (in_tmp / "mlflow.db").exists()

@@ -97,7 +97,8 @@ def test_non_primitive_choices_round_trip_through_optuna():
 
 def test_include_merges_shared_optimizer_space_and_local_overrides(tmp_path: Path):
     (tmp_path / "model.yaml").write_text(
-        "include: [optim.yaml]\nparams:\n  lr: {type: float, low: 0.001, high: 0.01}\n  hidden: {type: int, low: 8, high: 16}\n"
+        "include: [optim.yaml]\nparams:\n  lr: {type: float, low: 0.001, high: 0.01}\n"
+        "  hidden: {type: int, low: 8, high: 16}\n"
     )
     space = load_space(tmp_path / "model.yaml")
     assert {"optimizer", "momentum", "weight_decay", "hidden"} <= set(space.names)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo.errors import HpoConfigError
-from hpo.space import SearchSpace
+from hpo.errors import HpoConfigError, Shown
+from hpo.space import Grid, SearchSpace
 from hpo.strategies import _builtin  # noqa: F401  (registers the built-ins)
 from hpo.strategies._outcomes import TrialOutcomes
 from hpo.strategies._registry import ENTRY_POINT_GROUP, StrategyInfo, get_strategy, list_strategies, register
@@ -56,6 +56,14 @@ def check_strategy(
     scheduler.check_options(spec.scheduler_options, f"{key}.scheduler_options")
     if searcher.grid_only:
         space.grid(key="space")  # raises naming the first parameter grid cannot enumerate
+    grids = [n for n, p in space.params.items() if isinstance(p, Grid)]
+    if grids and not searcher.grid_values:
+        raise HpoConfigError(
+            f"space.{grids[0]}",
+            f"searcher {searcher.name!r} cannot search grid values",
+            Shown("type: grid"),
+            "Use `searcher: grid`, or make it `type: categorical`.",
+        )
     multi = len(metrics) > 1
     if multi and not searcher.multi_objective:
         raise HpoConfigError(

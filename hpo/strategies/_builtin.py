@@ -30,7 +30,9 @@ def _tpe(seed: int | None, n_startup_trials: int = 10, multivariate: bool = Fals
     )
 
 
-def _cmaes(seed: int | None, n_startup_trials: int = 1, sigma0: float | None = None, restart_strategy: str | None = None) -> Any:
+def _cmaes(
+    seed: int | None, n_startup_trials: int = 1, sigma0: float | None = None, restart_strategy: str | None = None
+) -> Any:
     import optuna
 
     return optuna.samplers.CmaEsSampler(
@@ -50,7 +52,9 @@ def _gp(seed: int | None, n_startup_trials: int = 10, deterministic_objective: b
     )
 
 
-def _nsga2(seed: int | None, population_size: int = 50, mutation_prob: float | None = None, crossover_prob: float = 0.9) -> Any:
+def _nsga2(
+    seed: int | None, population_size: int = 50, mutation_prob: float | None = None, crossover_prob: float = 0.9
+) -> Any:
     import optuna
 
     return optuna.samplers.NSGAIISampler(
@@ -123,7 +127,8 @@ BUILTINS = [
                  needs_budget=True),
     StrategyInfo("hyperband", "scheduler", "Synchronous HyperBand brackets (pauses and resumes via checkpoints)",
                  _hyperband, needs_budget=True),
-    StrategyInfo("median", "scheduler", "Median stopping rule: stop trials below the median of earlier trials", _median),
+    StrategyInfo("median", "scheduler", "Median stopping rule: stop trials below the median of earlier trials",
+                 _median),
 ]
 
 for _info in BUILTINS:

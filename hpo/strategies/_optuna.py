@@ -58,7 +58,7 @@ class OptunaSearcher(Searcher):
         self.metrics = list(metrics)
         self.modes = list(modes)
         self.outcomes = outcomes
-        directions = ["maximize" if m == "max" else "minimize" for m in modes]
+        directions: list[Any] = ["maximize" if m == "max" else "minimize" for m in modes]
         self.study = optuna.create_study(
             sampler=sampler,
             directions=directions,
@@ -106,11 +106,12 @@ class OptunaSearcher(Searcher):
         if self.outcomes.is_pruned(trial_id) and len(self.metrics) == 1:
             self.study.tell(trial, state=TrialState.PRUNED)
             return
-        values = [last.get(m) if last else None for m in self.metrics]
-        if any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+        raw = [last.get(m) if last else None for m in self.metrics]
+        values = [float(v) for v in raw if isinstance(v, (int, float)) and math.isfinite(v)]
+        if len(values) != len(raw):
             self.study.tell(trial, state=TrialState.FAIL)  # never reported, or diverged (NaN/inf)
             return
-        self.study.tell(trial, [float(v) for v in values] if len(values) > 1 else float(values[0]))
+        self.study.tell(trial, values if len(values) > 1 else values[0])
 
     # -- checkpointing: Ray calls save/restore so `hpo resume` continues the same study -----
 

@@ -35,6 +35,7 @@ class StrategyInfo:
             parameters are the options users may set.
         multi_objective: whether it handles several metrics.
         grid_only: whether it only enumerates finite values (grid).
+        grid_values: whether it can search ``grid`` parameters (as categorical choices).
         needs_budget: scheduler needs a maximum number of steps per trial (``max_t``).
         aliases: other accepted names.
     """
@@ -45,6 +46,7 @@ class StrategyInfo:
     factory: Callable[..., Any]
     multi_objective: bool = False
     grid_only: bool = False
+    grid_values: bool = True
     needs_budget: bool = False
     aliases: tuple[str, ...] = field(default=())
 

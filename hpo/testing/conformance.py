@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hpo.space import Categorical, Float, Grid, Int, SearchSpace
 from hpo.strategies import StrategySpec, TrialOutcomes, build_strategy
 
@@ -114,6 +116,7 @@ class SearcherConformance(_Base):
         configs = _drive(self.make(), 9, fail_every=3)
         assert len(configs) == min(9, len(GRID_SPACE.grid()) if self.searcher == "grid" else 9)
 
+    @pytest.mark.slow
     def test_num_samples_max_concurrency_and_a_failed_trial(self, tmp_path: Path, ray_address: str) -> None:
         results = self.run_search(tmp_path, ray_address)
         assert len(results.trials) == 6
@@ -126,6 +129,7 @@ class SearcherConformance(_Base):
 class SchedulerConformance(_Base):
     """Checks on a scheduler inside a real search: counts, concurrency, failures, outcomes."""
 
+    @pytest.mark.slow
     def test_num_samples_max_concurrency_and_a_failed_trial(self, tmp_path: Path, ray_address: str) -> None:
         results = self.run_search(tmp_path, ray_address, num_samples=8, max_concurrent=2)
         assert len(results.trials) == 8

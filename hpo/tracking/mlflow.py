@@ -148,7 +148,8 @@ class MlflowTracker(Callback):
         self._thread = threading.Thread(target=self._loop, name="hpo-mlflow", daemon=True)
         self._thread.start()
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
         self.start()
 
     def _find_children(self) -> None:
@@ -224,7 +225,7 @@ class MlflowTracker(Callback):
         steps: dict[str, int] = {}
         from mlflow.entities import Metric
 
-        for i, (kind, tid, payload) in enumerate(events):
+        for kind, tid, payload in events:
             if kind == "reconcile":
                 self._drop_orphans(set(payload))
             elif kind == "start":
@@ -285,9 +286,11 @@ class MlflowTracker(Callback):
             self._thread.join(timeout_s)
         if self.unlogged:
             log.warning("MLflow could not record trials %s; replay them later", self.unlogged)
+        parent = self.parent_run_id
+        assert parent is not None  # set by start()
         try:
             best = summary.get("best_config") or {}
-            self._log_batch(self.parent_run_id, tags={
+            self._log_batch(parent, tags={
                 "hpo.best_config": json.dumps(best, default=str)[:5000],
                 "hpo.num_trials": str(summary.get("num_trials")),
                 "hpo.num_pruned": str(summary.get("num_pruned")),
@@ -297,7 +300,7 @@ class MlflowTracker(Callback):
             if isinstance(metric, (int, float)) and math.isfinite(metric):
                 from mlflow.entities import Metric
 
-                self._log_batch(self.parent_run_id, metrics=[Metric(f"best_{summary['metric']}", float(metric),
+                self._log_batch(parent, metrics=[Metric(f"best_{summary['metric']}", float(metric),
                                                                     int(time.time() * 1000), 0)])
             self.client.log_text(self.parent_run_id, json.dumps(summary, indent=2, default=str), "summary.json")
             self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")

@@ -66,7 +66,9 @@ def load_dataset(name: str, seed: int = 0, val_fraction: float = 0.2, test_fract
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=strat)
     strat = y_rest if task == "classification" else None
     val_of_rest = val_fraction / (1.0 - test_fraction)
-    x_tr, x_val, y_tr, y_val = train_test_split(x_rest, y_rest, test_size=val_of_rest, random_state=seed, stratify=strat)
+    x_tr, x_val, y_tr, y_val = train_test_split(
+        x_rest, y_rest, test_size=val_of_rest, random_state=seed, stratify=strat
+    )
     mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
     std[std == 0] = 1.0
     x_tr, x_val, x_test = ((a - mean) / std for a in (x_tr, x_val, x_test))

@@ -17,7 +17,15 @@ from hpo.train.models import build_model, build_optimizer
 from hpo.train.task import TaskConfig
 
 
-def _metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ds: Dataset, loss_fn: nn.Module) -> dict[str, float]:
+def _classification_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(out, y)
+
+
+def _regression_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.mse_loss(out.squeeze(-1), y)
+
+
+def _metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ds: Dataset, loss_fn: Any) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         out = model(x)
@@ -28,6 +36,15 @@ def _metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ds: Dataset, lo
     mse = float((resid**2).mean())
     var = float(((y - y.mean()) ** 2).mean()) or 1.0
     return {"loss": loss, "mse": mse, "mae": float(resid.abs().mean()), "r2": 1.0 - mse / var}
+
+
+def _device() -> torch.device:
+    """CUDA when Ray gave this trial a GPU (``resources: {gpu: ...}``), else the CPU."""
+    import ray
+
+    if torch.cuda.is_available() and ray.is_initialized() and ray.get_gpu_ids():
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1) -> None:
@@ -44,26 +61,25 @@ def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1)
     cfg = TaskConfig.from_config(config)
     torch.set_num_threads(max(1, threads))  # follow the trial's CPU allotment: no oversubscription
     torch.manual_seed(cfg.seed)
+    device = _device()
     ds = data if data is not None and data.name == cfg.dataset else load_dataset(
         cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction
     )
     with warnings.catch_warnings():
         # Arrays from Ray's object store are read-only and shared by the node's trials; never written.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        x_tr, y_tr = torch.from_numpy(ds.x_train), torch.from_numpy(ds.y_train)
-    x_val, y_val = torch.from_numpy(ds.x_val), torch.from_numpy(ds.y_val)
+        arrays = (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
+        x_tr, y_tr, x_val, y_val = (torch.from_numpy(a).to(device) for a in arrays)
     classify = ds.task == "classification"
-    model = build_model(cfg, ds.num_features, ds.num_classes if classify else 1, ds.image_shape)
+    model = build_model(cfg, ds.num_features, ds.num_classes if classify else 1, ds.image_shape).to(device)
     optimizer = build_optimizer(cfg, model.parameters())
-    loss_fn: nn.Module = nn.CrossEntropyLoss() if classify else nn.MSELoss()
-    train_loss_fn = loss_fn if classify else (lambda out, y: nn.functional.mse_loss(out.squeeze(-1), y))
-    val_loss_fn = train_loss_fn
+    loss_fn = _classification_loss if classify else _regression_loss
 
     start = 1
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, "state.pt"), weights_only=False)
+            state = torch.load(os.path.join(d, "state.pt"), map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["epoch"] + 1
@@ -73,19 +89,19 @@ def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1)
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen).to(device)
         total = 0.0
         for i in range(0, n, bs):
             idx = perm[i : i + bs]
             optimizer.zero_grad(set_to_none=True)
-            loss = train_loss_fn(model(x_tr[idx]), y_tr[idx])
+            loss = loss_fn(model(x_tr[idx]), y_tr[idx])
             loss.backward()
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             total += loss.item() * len(idx)
         train_loss = total / n
-        val = _metrics(model, x_val, y_val, ds, val_loss_fn)
+        val = _metrics(model, x_val, y_val, ds, loss_fn)
         metrics = {"train_loss": train_loss, "epoch_time_s": time.perf_counter() - t0}
         metrics.update({f"val_{k}": v for k, v in val.items()})
         if not (math.isfinite(train_loss) and math.isfinite(val["loss"])):

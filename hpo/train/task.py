@@ -54,7 +54,8 @@ def _check_name(key: str, field: str, value: Any) -> None:
     valid = _NAMED[field]
     if value not in valid:
         close = difflib.get_close_matches(str(value), valid, n=1)
-        raise HpoConfigError(key, f"must be one of {list(valid)}", value, f"Did you mean {close[0]!r}?" if close else None)
+        hint = f"Did you mean {close[0]!r}?" if close else None
+        raise HpoConfigError(key, f"must be one of {list(valid)}", value, hint)
 
 
 def validate_task(task: dict[str, Any], space_values: dict[str, list[Any] | None]) -> None:

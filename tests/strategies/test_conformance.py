@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from hpo.testing import SchedulerConformance, SearcherConformance
 
 
@@ -35,21 +33,17 @@ class TestNSGA2(SearcherConformance):
     searcher = "nsga2"
 
 
-@pytest.mark.slow
 class TestFIFO(SchedulerConformance):
     scheduler = "fifo"
 
 
-@pytest.mark.slow
 class TestASHA(SchedulerConformance):
     scheduler = "asha"
 
 
-@pytest.mark.slow
 class TestHyperBand(SchedulerConformance):
     scheduler = "hyperband"
 
 
-@pytest.mark.slow
 class TestMedian(SchedulerConformance):
     scheduler = "median"
