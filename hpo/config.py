@@ -83,6 +83,7 @@ class TrackingConfig(_Strict):
     enabled: bool = True
     tracking_uri: str | None = None
     experiment_name: str | None = None
+    flush_timeout_s: float = Field(120.0, ge=0, description="How long the search's end waits for a down server")
 
 
 class Experiment(_Strict):

@@ -218,7 +218,8 @@ def _tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: str | 
     artifacts = {"experiment.yaml": yaml.safe_dump(record, sort_keys=False),
                  "space.yaml": yaml.safe_dump(record["space"], sort_keys=False)}
     return MlflowTracker(uri, exp.tracking.experiment_name or exp.name, run_dir.name, str(run_dir / STATE_FILE),
-                         outcomes, parent_params=params, parent_tags=tags, artifacts=artifacts)
+                         outcomes, parent_params=params, parent_tags=tags, artifacts=artifacts,
+                         flush_timeout_s=exp.tracking.flush_timeout_s)
 
 
 def _space_hash(exp: Experiment) -> str:
@@ -356,20 +357,19 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
                 ),
             )
         if tracker is not None:
-            tracker.start()  # open the parent run before trials, so its id is on disk for a resume
+            tracker.start()  # the writer opens the parent run in the background
         failed = True
         try:
             tuner.fit()
             failed = collector.error is not None
         finally:
-            state = json.loads((run_dir / STATE_FILE).read_text())
             results = Results.from_trials(
                 collector.trials, exp.name, exp.metrics, exp.modes, outcomes.as_dict(), str(run_dir),
-                mlflow_experiment_id=state.get("mlflow_experiment_id"), parent_run_id=state.get("parent_run_id"),
                 study=getattr(collector.searcher, "study", None),
             )
             if tracker is not None:
-                tracker.finish({**results.summary(), "metric": exp.metrics[0]}, failed=failed)
+                tracker.finish(results, failed=failed)
+                results.mlflow_experiment_id, results.parent_run_id = tracker.experiment_id, tracker.parent_run_id
     if collector.error is not None:
         raise collector.error
     return results

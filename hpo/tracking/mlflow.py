@@ -72,6 +72,7 @@ class MlflowTracker(Callback):
         parent_tags: dict[str, str] | None = None,
         artifacts: dict[str, str] | None = None,
         flush_interval_s: float = 1.0,
+        flush_timeout_s: float = 120.0,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -82,6 +83,7 @@ class MlflowTracker(Callback):
         self.parent_tags = parent_tags or {}
         self.artifacts = artifacts or {}
         self.flush_interval_s = flush_interval_s
+        self.flush_timeout_s = flush_timeout_s
         self._reset()
 
     def _reset(self) -> None:
@@ -94,11 +96,12 @@ class MlflowTracker(Callback):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.unlogged: list[str] = []
+        self._deadline = 0.0
         self._reconciled = False
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment_name", "run_name", "state_path", "outcomes", "parent_params",
-                "parent_tags", "artifacts", "flush_interval_s")
+                "parent_tags", "artifacts", "flush_interval_s", "flush_timeout_s")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -119,12 +122,25 @@ class MlflowTracker(Callback):
         tmp.replace(p)  # a crash never leaves a half-written state file
 
     def start(self) -> None:
-        """Open (or, on resume, reopen) the parent run. Called before Tune starts."""
-        if self.client is not None:
+        """Start the writer thread; it opens (or, on resume, reopens) the parent run first.
+
+        Nothing here waits on the tracking server: if it is down, events queue up and the
+        writer retries with backoff, so the search itself never waits for MLflow.
+        """
+        if self._thread is not None:
             return
+        import os
+
         from mlflow.tracking import MlflowClient
 
+        # Fail fast per request and let the writer's own backoff do the waiting.
+        for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")):
+            os.environ.setdefault(var, value)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._thread = threading.Thread(target=self._loop, name="hpo-mlflow", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
         exp = self.client.get_experiment_by_name(self.experiment_name)
         self.experiment_id = (
             exp.experiment_id
@@ -145,8 +161,6 @@ class MlflowTracker(Callback):
             self._log_batch(self.parent_run_id, params=flatten_params(self.parent_params))
             for name, text in self.artifacts.items():
                 self.client.log_text(self.parent_run_id, text, name)
-        self._thread = threading.Thread(target=self._loop, name="hpo-mlflow", daemon=True)
-        self._thread.start()
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
@@ -188,21 +202,27 @@ class MlflowTracker(Callback):
         backoff = 1.0
         pending: list[tuple[str, str, Any]] = []
         while True:
-            stopping = self._stop.wait(self.flush_interval_s)
+            stopping = self._stop.wait(self.flush_interval_s if self.parent_run_id else 0)
             while True:
                 try:
                     pending.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             try:
+                if self.parent_run_id is None or self.experiment_id is None:
+                    self._open()
                 self._write(pending)
                 pending, backoff = [], 1.0
             except Exception as exc:  # server down or slow: keep the events, retry with backoff
-                log.warning("MLflow write failed (%s); retrying in %.0f s", exc, backoff)
-                if stopping:
-                    self.unlogged = sorted({tid for _, tid, _ in pending})
+                log.warning("MLflow at %s unavailable (%s); retrying in %.0f s", self.tracking_uri,
+                            str(exc).splitlines()[0][:200], backoff)
+                if stopping and time.monotonic() > self._deadline:
+                    self.unlogged = sorted({tid for _, tid, _ in pending if tid})
                     return
-                time.sleep(backoff)
+                if stopping:
+                    time.sleep(backoff)
+                else:
+                    self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
             if stopping:
@@ -242,20 +262,47 @@ class MlflowTracker(Callback):
                 steps[tid] = step
             else:
                 ends[tid] = payload
-        for tid, ms in metrics.items():
-            self._log_batch(self._child(tid, None), metrics=ms, tags=tags.get(tid))
-            self._logged_step[tid] = steps[tid]  # only once written: a retry resends, never skips
+        run_status: dict[str, str] = {}
         for tid, (status, error) in ends.items():
-            run_id = self._child(tid, None)
             pruned_at = self.outcomes.pruned_at(tid)
             if status == "errored":
-                text, run_status = f"errored: {error}"[:5000], "FAILED"
+                text, run_status[tid] = f"errored: {error}"[:5000], "FAILED"
             elif pruned_at is not None:
-                text, run_status = f"pruned at epoch {pruned_at}", "KILLED"
+                text, run_status[tid] = f"pruned at epoch {pruned_at}", "KILLED"
             else:
-                text, run_status = "completed", "FINISHED"
-            self.client.set_tag(run_id, "hpo.status", text)
-            self.client.set_terminated(run_id, status=run_status)
+                text, run_status[tid] = "completed", "FINISHED"
+            tags.setdefault(tid, {})["hpo.status"] = text
+        for tid in metrics.keys() | tags.keys():
+            self._log_batch(self._child(tid, None), metrics=metrics.get(tid), tags=tags.get(tid))
+            if tid in steps:
+                self._logged_step[tid] = steps[tid]  # only once written: a retry resends, never skips
+        for tid, status in run_status.items():
+            self._terminate(self._child(tid, None), status)
+
+    def _log_results(self, parent: str, results: Any) -> None:
+        """Leaderboard (CSV and HTML) and plots on the parent run."""
+        import tempfile
+
+        from hpo.plots import all_plots
+
+        table = results.table()
+        if len(table) and results.metric in table:
+            table = table.sort_values(results.metric, ascending=results.modes[0] == "min", na_position="last")
+        with tempfile.TemporaryDirectory(prefix="hpo-mlflow-") as tmp:
+            d = Path(tmp)
+            table.to_csv(d / "leaderboard.csv", index=False)
+            table.to_html(d / "leaderboard.html", index=False)
+            all_plots(results, d)
+            self.client.log_artifacts(parent, tmp)
+
+    def _terminate(self, run_id: str, status: str) -> None:
+        """End a run in one request (``MlflowClient.set_terminated`` also fetches the run to print
+        its URL on stdout, which would interleave with ``--json`` output)."""
+        from mlflow.entities import RunStatus
+
+        self.client._tracking_client.store.update_run_info(
+            run_id, run_status=RunStatus.from_string(status), end_time=int(time.time() * 1000), run_name=None
+        )
 
     def _drop_orphans(self, known: set[str]) -> None:
         """A search killed between two of Ray's state saves forgets its newest trials, and runs
@@ -277,18 +324,25 @@ class MlflowTracker(Callback):
 
     # -- end -----------------------------------------------------------------------------------
 
-    def finish(self, summary: dict[str, Any], failed: bool = False, timeout_s: float = 120.0) -> None:
-        """Flush everything, record the search's outcome on the parent run and close it."""
-        if self.client is None:
+    def finish(self, results: Any, failed: bool = False) -> None:
+        """Flush everything, record the search's outcome on the parent run and close it.
+
+        Waits at most ``flush_timeout_s`` for a slow or absent server; what could not be written
+        is named in a warning.
+        """
+        if self._thread is None:
             return
+        self._deadline = time.monotonic() + self.flush_timeout_s  # keep retrying a down server until then
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        if self.unlogged:
-            log.warning("MLflow could not record trials %s; replay them later", self.unlogged)
+        self._thread.join(self.flush_timeout_s + 30)
+        if self._thread.is_alive() or self.unlogged or self.parent_run_id is None:
+            missing = self.unlogged or sorted({tid for _, tid, _ in list(self._queue.queue) if tid}) or ["the search"]
+            log.warning("MLflow at %s did not record %s", self.tracking_uri, ", ".join(missing))
+            return
         parent = self.parent_run_id
-        assert parent is not None  # set by start()
+        summary = {**results.summary(), "metric": results.metric}
         try:
+            self._log_results(parent, results)
             best = summary.get("best_config") or {}
             self._log_batch(parent, tags={
                 "hpo.best_config": json.dumps(best, default=str)[:5000],
@@ -302,7 +356,7 @@ class MlflowTracker(Callback):
 
                 self._log_batch(parent, metrics=[Metric(f"best_{summary['metric']}", float(metric),
                                                                     int(time.time() * 1000), 0)])
-            self.client.log_text(self.parent_run_id, json.dumps(summary, indent=2, default=str), "summary.json")
-            self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
+            self.client.log_text(parent, json.dumps(summary, indent=2, default=str), "summary.json")
+            self._terminate(parent, "FAILED" if failed else "FINISHED")
         except Exception as exc:
             log.warning("MLflow could not record the search summary: %s", exc)
