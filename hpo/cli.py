@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--address")
     s.add_argument("--tracking-uri")
     s.add_argument("--json", action="store_true")
+
+    m = sub.add_parser("sync-mlflow", help="replay a search from Ray's storage into MLflow (idempotent)")
+    m.add_argument("name_or_path", help="a run directory, or a search name (its newest run)")
+    m.add_argument("--storage-path", default="hpo_results")
+    m.add_argument("--tracking-uri")
+    m.add_argument("--json", action="store_true")
     return p
 
 
@@ -98,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 
             results = resume(args.name_or_path, storage_path=args.storage_path, address=args.address,
                              tracking_uri=args.tracking_uri)
+            _print_summary(results, args.json)
+        elif args.command == "sync-mlflow":
+            from hpo.tracking.sync import sync_mlflow
+
+            results = sync_mlflow(args.name_or_path, storage_path=args.storage_path, tracking_uri=args.tracking_uri)
             _print_summary(results, args.json)
     except HpoConfigError as exc:
         print(f"hpo: error: {exc}", file=sys.stderr)

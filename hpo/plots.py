@@ -4,6 +4,7 @@ parameter importances and the Pareto front."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def parallel_coordinates(results: Results, path: Path) -> Path | None:
 
 
 def param_importances(results: Results, path: Path) -> Path | None:
-    """Optuna's fANOVA importances over the study's completed trials (Optuna searchers only)."""
+    """Importances from Optuna's default evaluator over completed trials (Optuna searchers only)."""
     study = results.study
     if study is None or len(results.metrics) != 1:
         return None
@@ -76,7 +77,9 @@ def param_importances(results: Results, path: Path) -> Path | None:
     if len([t for t in study.trials if t.state == TrialState.COMPLETE]) < 3:
         return None
     try:
-        imp = get_param_importances(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "few trials in some regimes": expected on small searches
+            imp = get_param_importances(study)
     except (RuntimeError, ValueError):
         return None  # e.g. a single distinct value per parameter
     if not imp:
@@ -85,7 +88,7 @@ def param_importances(results: Results, path: Path) -> Path | None:
     names = list(imp)[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.5))
     ax.barh(names, [imp[n] for n in names])
-    ax.set(xlabel="importance (fANOVA)", title="hyperparameter importances")
+    ax.set(xlabel="importance (Optuna default evaluator)", title="hyperparameter importances")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

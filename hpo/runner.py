@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from hpo.results import Results
 __all__ = ["resume", "run"]
 
 STATE_FILE = "hpo_state.json"
+TRIALS_FILE = "trials.json"  # every trial's outcome, written when a search ends
 log = logging.getLogger("hpo")
 
 
@@ -331,7 +333,12 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
                                                  outcomes)
             collector = _collector_class()(exp.metrics, searcher)
             tracker = _tracker(exp, run_dir, outcomes, tracking_uri) if exp.tracking.enabled else None
-            callbacks = [collector, Progress(num_samples, exp.metrics[0], exp.modes[0], outcomes)]
+            from ray.tune.logger import JsonLoggerCallback
+
+            # Ray's JSON logger keeps each trial's full result history on disk (params.json,
+            # result.json): what `hpo sync-mlflow` replays. Its CSV/TensorBoard loggers stay off.
+            callbacks = [collector, Progress(num_samples, exp.metrics[0], exp.modes[0], outcomes),
+                         JsonLoggerCallback()]
             callbacks += [tracker] if tracker else []
             single = len(exp.metrics) == 1
             tuner = tune.Tuner(
@@ -367,6 +374,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
                 collector.trials, exp.name, exp.metrics, exp.modes, outcomes.as_dict(), str(run_dir),
                 study=getattr(collector.searcher, "study", None),
             )
+            _write_state(run_dir / TRIALS_FILE, {"trials": [asdict(t) for t in results.trials]})
             if tracker is not None:
                 tracker.finish(results, failed=failed)
                 results.mlflow_experiment_id, results.parent_run_id = tracker.experiment_id, tracker.parent_run_id

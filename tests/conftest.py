@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,14 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from hpo.testing.processes import free_port, stop_processes_under
+
 ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict[str, str]:
@@ -32,46 +26,12 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line), read from /proc."""
-    table = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except (OSError, IndexError, ValueError):
-                continue
-            table[int(d.name)] = (ppid, cmd)
-    return table
-
-
-def stop_processes_under(marker: str) -> None:
-    """Stop, by pid, every process whose command line names ``marker`` and all their descendants
-    (Ray's agents and workers rename themselves), leaving other Ray clusters on the machine alone."""
-    table = _proc_table()
-    pids = {pid for pid, (_, cmd) in table.items() if marker in cmd and pid != os.getpid()}
-    grew = True
-    while grew:
-        more = {pid for pid, (ppid, _) in table.items() if ppid in pids} - pids
-        grew, pids = bool(more), pids | more
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + 10
-        while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="session")
 def ray_address() -> str:
     """Address of a two-node Ray cluster on this machine: a head and a worker, one CPU each."""
     import ray
 
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     env = _env()
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit

@@ -196,6 +196,14 @@ class MlflowTracker(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._queue.put(("end", trial.trial_id, ("errored", error_text(trial))))
 
+    def replay(self, trial_id: str, config: dict[str, Any], results: list[dict[str, Any]],
+               errored: str | None = None) -> None:
+        """Queue a whole trial read back from Ray's storage (``hpo sync-mlflow``)."""
+        self._queue.put(("start", trial_id, (trial_id, config)))
+        for result in results:
+            self._queue.put(("result", trial_id, result))
+        self._queue.put(("end", trial_id, ("errored", errored) if errored else ("completed", None)))
+
     # -- background writer -------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -351,11 +359,12 @@ class MlflowTracker(Callback):
                 "hpo.num_errored": str(summary.get("num_errored")),
             })
             metric = summary.get("best_metric")
-            if isinstance(metric, (int, float)) and math.isfinite(metric):
+            name = f"best_{summary['metric']}"
+            already = self.client.get_run(parent).data.metrics.get(name) == metric  # a replay logs it once
+            if isinstance(metric, (int, float)) and math.isfinite(metric) and not already:
                 from mlflow.entities import Metric
 
-                self._log_batch(parent, metrics=[Metric(f"best_{summary['metric']}", float(metric),
-                                                                    int(time.time() * 1000), 0)])
+                self._log_batch(parent, metrics=[Metric(name, float(metric), int(time.time() * 1000), 0)])
             self.client.log_text(parent, json.dumps(summary, indent=2, default=str), "summary.json")
             self._terminate(parent, "FAILED" if failed else "FINISHED")
         except Exception as exc:

@@ -1,0 +1,1 @@
+"""Measurements of hpo (not tests: nothing here fails on a wall-clock figure)."""
