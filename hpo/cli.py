@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--storage-path", default="hpo_results")
     m.add_argument("--tracking-uri")
     m.add_argument("--json", action="store_true")
+
+    rp = sub.add_parser("report", help="write an HTML and a Markdown report of a search from MLflow")
+    rp.add_argument("name", help="the search name (its MLflow experiment)")
+    rp.add_argument("--tracking-uri")
+    rp.add_argument("--run-id", help="a specific search (parent run); default: the newest")
+    rp.add_argument("--out", default=".", help="directory for NAME-report.html and NAME-report.md")
     return p
 
 
@@ -110,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
 
             results = sync_mlflow(args.name_or_path, storage_path=args.storage_path, tracking_uri=args.tracking_uri)
             _print_summary(results, args.json)
+        elif args.command == "report":
+            from hpo.reports import build_report
+
+            files = build_report(args.name, tracking_uri=args.tracking_uri, out_dir=args.out, run_id=args.run_id)
+            print(f"wrote {files.html} and {files.markdown}; attached to run {files.parent_run_id} under report/")
     except HpoConfigError as exc:
         print(f"hpo: error: {exc}", file=sys.stderr)
         return 2

@@ -83,6 +83,7 @@ class TrackingConfig(_Strict):
     enabled: bool = True
     tracking_uri: str | None = None
     experiment_name: str | None = None
+    flush_interval_s: float = Field(2.0, gt=0, description="Seconds between batched writes")
     flush_timeout_s: float = Field(120.0, ge=0, description="How long the search's end waits for a down server")
 
 

@@ -221,7 +221,7 @@ def _tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: str | 
                  "space.yaml": yaml.safe_dump(record["space"], sort_keys=False)}
     return MlflowTracker(uri, exp.tracking.experiment_name or exp.name, run_dir.name, str(run_dir / STATE_FILE),
                          outcomes, parent_params=params, parent_tags=tags, artifacts=artifacts,
-                         flush_timeout_s=exp.tracking.flush_timeout_s)
+                         flush_interval_s=exp.tracking.flush_interval_s, flush_timeout_s=exp.tracking.flush_timeout_s)
 
 
 def _space_hash(exp: Experiment) -> str:

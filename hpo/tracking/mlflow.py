@@ -71,7 +71,7 @@ class MlflowTracker(Callback):
         parent_params: dict[str, Any] | None = None,
         parent_tags: dict[str, str] | None = None,
         artifacts: dict[str, str] | None = None,
-        flush_interval_s: float = 1.0,
+        flush_interval_s: float = 2.0,
         flush_timeout_s: float = 120.0,
     ) -> None:
         self.tracking_uri = tracking_uri
@@ -236,17 +236,17 @@ class MlflowTracker(Callback):
             if stopping:
                 return
 
-    def _child(self, trial_id: str, config: dict[str, Any] | None) -> str:
+    def _child(self, trial_id: str) -> str:
         run_id = self._runs.get(trial_id)
         if run_id is None:
             tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, "hpo.status": "running"}
             run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
             run_id = self._runs[trial_id] = run.info.run_id
-            if config:
-                self._log_batch(run_id, params=flatten_params(config))
         return run_id
 
     def _write(self, events: list[tuple[str, str, Any]]) -> None:
+        """Write one flush window: per trial at most one create, one batch and one end request."""
+        params: dict[str, dict[str, str]] = {}
         metrics: dict[str, list[Any]] = {}
         tags: dict[str, dict[str, str]] = {}
         ends: dict[str, tuple[str, str | None]] = {}
@@ -257,7 +257,8 @@ class MlflowTracker(Callback):
             if kind == "reconcile":
                 self._drop_orphans(set(payload))
             elif kind == "start":
-                self._child(tid, payload[1])
+                self._child(tid)
+                params[tid] = flatten_params(payload[1])  # rides along with the trial's first batch
             elif kind == "result":
                 step = int(payload.get("training_iteration", 0))
                 if step <= steps.get(tid, self._logged_step.get(tid, 0)):
@@ -280,12 +281,12 @@ class MlflowTracker(Callback):
             else:
                 text, run_status[tid] = "completed", "FINISHED"
             tags.setdefault(tid, {})["hpo.status"] = text
-        for tid in metrics.keys() | tags.keys():
-            self._log_batch(self._child(tid, None), metrics=metrics.get(tid), tags=tags.get(tid))
+        for tid in params.keys() | metrics.keys() | tags.keys():
+            self._log_batch(self._child(tid), params=params.get(tid), metrics=metrics.get(tid), tags=tags.get(tid))
             if tid in steps:
                 self._logged_step[tid] = steps[tid]  # only once written: a retry resends, never skips
         for tid, status in run_status.items():
-            self._terminate(self._child(tid, None), status)
+            self._terminate(self._child(tid), status)
 
     def _log_results(self, parent: str, results: Any) -> None:
         """Leaderboard (CSV and HTML) and plots on the parent run."""
