@@ -1,18 +1,19 @@
 """Driver-side MLflow tracking: one parent run per search, one child run per trial, batched.
 
-Ray's ``MLflowLoggerCallback`` makes one request per metric key per result, in Tune's loop, and
-opens a new run for every restored trial. This callback only turns Tune's events into small
-messages for a writer process (:mod:`hpo.tracking._writer`), which batches them into MLflow at
-a lower CPU priority, off the driver's GIL. On resume the writer finds the existing parent and
-child runs by their tags and skips steps already logged, so nothing is duplicated.
+Ray's ``MLflowLoggerCallback`` makes one request per metric key per result and opens a new
+run for every restored trial. This callback queues events on the driver and a background
+thread writes them with ``log_batch``, off Tune's hot path; on resume it finds the existing
+parent and child runs (by tags) and skips steps already logged, so nothing is duplicated.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import subprocess
-import sys
+import math
+import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,12 @@ from ray.tune import Callback
 from hpo._trials import error_text, trial_metrics
 from hpo.session import NODE_KEY
 from hpo.strategies import TrialOutcomes
-from hpo.tracking._writer import flatten_params, receive, send
-
-__all__ = ["MlflowTracker", "default_tracking_uri", "flatten_params"]
 
 log = logging.getLogger("hpo.tracking")
+
+TRIAL_TAG = "hpo.trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+_MAX_PARAMS, _MAX_METRICS = 100, 1000
 
 
 def default_tracking_uri() -> str:
@@ -33,8 +35,20 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested keys become ``a.b``; values are strings MLflow accepts (6000 characters at most)."""
+    out: dict[str, str] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_params(v, f"{key}."))
+        else:
+            out[key] = str(v)[:6000]
+    return out
+
+
 class MlflowTracker(Callback):
-    """A Tune callback that records the search in MLflow through a writer process.
+    """A Tune callback that records the search in MLflow from the driver.
 
     Args:
         tracking_uri: MLflow tracking URI (SQLite file or ``http://`` server).
@@ -43,11 +57,8 @@ class MlflowTracker(Callback):
         state_path: JSON file in the search's storage directory where the parent run id is kept,
             so a resumed search continues the same parent run.
         outcomes: shared record of pruned trials (for status tags).
-        parent_params: params of the parent run (strategy, seed, ...).
-        parent_tags: tags of the parent run (versions, git commit, ...).
+        parent_params: params and tags of the parent run (strategy, versions, ...).
         artifacts: file name -> text, logged on the parent run.
-        flush_interval_s: seconds between batched writes.
-        flush_timeout_s: how long the end of the search waits for a slow or absent server.
     """
 
     def __init__(
@@ -75,94 +86,252 @@ class MlflowTracker(Callback):
         self.flush_timeout_s = flush_timeout_s
         self._reset()
 
-    _CONFIG = ("tracking_uri", "experiment_name", "run_name", "state_path", "parent_params", "parent_tags",
-               "artifacts", "flush_interval_s")
-
     def _reset(self) -> None:
+        self.client: Any = None
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
+        self._runs: dict[str, str] = {}  # trial id -> child run id
+        self._logged_step: dict[str, int] = {}  # trial id -> last step already in MLflow
+        self._queue: queue.Queue[tuple[str, str, Any]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.unlogged: list[str] = []
-        self._proc: subprocess.Popen | None = None
-        self._lock = threading.Lock()
+        self._deadline = 0.0
         self._reconciled = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: self.__dict__[k] for k in (*self._CONFIG, "outcomes", "flush_timeout_s")}
+        keep = ("tracking_uri", "experiment_name", "run_name", "state_path", "outcomes", "parent_params",
+                "parent_tags", "artifacts", "flush_interval_s", "flush_timeout_s")
+        return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._reset()
 
-    # -- writer process ------------------------------------------------------------------------
+    # -- set-up ----------------------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, Any]:
+        p = Path(self.state_path)
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def _write_state(self, **updates: Any) -> None:
+        p = Path(self.state_path)
+        state = {**self._read_state(), **updates}
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, default=str))
+        tmp.replace(p)  # a crash never leaves a half-written state file
 
     def start(self) -> None:
-        """Start the writer process; it opens (or, on resume, reopens) the parent run first.
+        """Start the writer thread; it opens (or, on resume, reopens) the parent run first.
 
-        Nothing here waits on the tracking server: if it is down, events queue up in the writer,
-        which retries with backoff, so the search itself never waits for MLflow.
+        Nothing here waits on the tracking server: if it is down, events queue up and the
+        writer retries with backoff, so the search itself never waits for MLflow.
         """
-        if self._proc is not None:
+        if self._thread is not None:
             return
-        self._proc = subprocess.Popen([sys.executable, "-m", "hpo.tracking._writer"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE)
-        self._send({k: getattr(self, k) for k in self._CONFIG})
+        import os
 
-    def _send(self, message: Any) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        with self._lock:
-            try:
-                send(self._proc.stdin, message)  # type: ignore[arg-type]
-            except (BrokenPipeError, OSError):
-                pass  # the writer died: finish() reports what was not recorded
+        from mlflow.tracking import MlflowClient
+
+        # Fail fast per request and let the writer's own backoff do the waiting.
+        for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")):
+            os.environ.setdefault(var, value)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._thread = threading.Thread(target=self._loop, name="hpo-mlflow", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        exp = self.client.get_experiment_by_name(self.experiment_name)
+        self.experiment_id = (
+            exp.experiment_id
+            if exp
+            else self.client.create_experiment(
+                self.experiment_name, tags={"mlflow.experimentKind": "custom_model_development"}
+            )
+        )
+        self.parent_run_id = self._read_state().get("parent_run_id")
+        if self.parent_run_id:
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            self._find_children()
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=self.parent_tags)
+            self.parent_run_id = run.info.run_id
+            self._write_state(parent_run_id=self.parent_run_id, mlflow_experiment_id=self.experiment_id,
+                              tracking_uri=self.tracking_uri)
+            self._log_batch(self.parent_run_id, params=flatten_params(self.parent_params))
+            for name, text in self.artifacts.items():
+                self.client.log_text(self.parent_run_id, text, name)
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
         self.start()
 
-    # -- Tune events: small messages only ----------------------------------------------------------
+    def _find_children(self) -> None:
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{PARENT_TAG} = '{self.parent_run_id}'", max_results=50000
+        )
+        for r in runs:
+            tid = r.data.tags.get(TRIAL_TAG)
+            if tid:
+                self._runs[tid] = r.info.run_id
+                steps = [m.step for k in r.data.metrics for m in self.client.get_metric_history(r.info.run_id, k)[-1:]]
+                self._logged_step[tid] = max(steps, default=0)
+
+    # -- Tune events (driver thread: enqueue only) ------------------------------------------
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if not self._reconciled:
             self._reconciled = True
-            self._send(("reconcile", "", [t.trial_id for t in trials]))
+            self._queue.put(("reconcile", "", [t.trial_id for t in trials]))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._send(("start", trial.trial_id, dict(trial.config)))
+        self._queue.put(("start", trial.trial_id, (trial.trial_id, dict(trial.config))))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._send(("result", trial.trial_id, self._result(result)))
+        self._queue.put(("result", trial.trial_id, result))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._send(("end", trial.trial_id, self._status(trial.trial_id, None)))
+        self._queue.put(("end", trial.trial_id, ("completed", None)))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._send(("end", trial.trial_id, self._status(trial.trial_id, error_text(trial))))
-
-    @staticmethod
-    def _result(result: dict[str, Any]) -> tuple[int, int, str, dict[str, float]]:
-        step = int(result.get("training_iteration", 0))
-        ts = int(float(result.get("timestamp", 0)) * 1000)
-        return step, ts, str(result.get(NODE_KEY) or result.get("node_ip")), trial_metrics(result)
-
-    def _status(self, trial_id: str, error: str | None) -> tuple[str, str]:
-        """(hpo.status tag, MLflow run status) of a trial that ended."""
-        pruned_at = self.outcomes.pruned_at(trial_id)
-        if error is not None:
-            return f"errored: {error}"[:5000], "FAILED"
-        if pruned_at is not None:
-            return f"pruned at epoch {pruned_at}", "KILLED"
-        return "completed", "FINISHED"
+        self._queue.put(("end", trial.trial_id, ("errored", error_text(trial))))
 
     def replay(self, trial_id: str, config: dict[str, Any], results: list[dict[str, Any]],
                errored: str | None = None) -> None:
-        """Send a whole trial read back from Ray's storage (``hpo sync-mlflow``)."""
-        self._send(("start", trial_id, config))
+        """Queue a whole trial read back from Ray's storage (``hpo sync-mlflow``)."""
+        self._queue.put(("start", trial_id, (trial_id, config)))
         for result in results:
-            self._send(("result", trial_id, self._result(result)))
-        self._send(("end", trial_id, self._status(trial_id, errored)))
+            self._queue.put(("result", trial_id, result))
+        self._queue.put(("end", trial_id, ("errored", errored) if errored else ("completed", None)))
 
-    # -- end -------------------------------------------------------------------------------------
+    # -- background writer -------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        backoff = 1.0
+        pending: list[tuple[str, str, Any]] = []
+        while True:
+            stopping = self._stop.wait(self.flush_interval_s if self.parent_run_id else 0)
+            while True:
+                try:
+                    pending.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                if self.parent_run_id is None or self.experiment_id is None:
+                    self._open()
+                self._write(pending)
+                pending, backoff = [], 1.0
+            except Exception as exc:  # server down or slow: keep the events, retry with backoff
+                log.warning("MLflow at %s unavailable (%s); retrying in %.0f s", self.tracking_uri,
+                            str(exc).splitlines()[0][:200], backoff)
+                if stopping and time.monotonic() > self._deadline:
+                    self.unlogged = sorted({tid for _, tid, _ in pending if tid})
+                    return
+                if stopping:
+                    time.sleep(backoff)
+                else:
+                    self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if stopping:
+                return
+
+    def _child(self, trial_id: str) -> str:
+        run_id = self._runs.get(trial_id)
+        if run_id is None:
+            tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, "hpo.status": "running"}
+            run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
+            run_id = self._runs[trial_id] = run.info.run_id
+        return run_id
+
+    def _write(self, events: list[tuple[str, str, Any]]) -> None:
+        """Write one flush window: per trial at most one create, one batch and one end request."""
+        params: dict[str, dict[str, str]] = {}
+        metrics: dict[str, list[Any]] = {}
+        tags: dict[str, dict[str, str]] = {}
+        ends: dict[str, tuple[str, str | None]] = {}
+        steps: dict[str, int] = {}
+        from mlflow.entities import Metric
+
+        for kind, tid, payload in events:
+            if kind == "reconcile":
+                self._drop_orphans(set(payload))
+            elif kind == "start":
+                self._child(tid)
+                params[tid] = flatten_params(payload[1])  # rides along with the trial's first batch
+            elif kind == "result":
+                step = int(payload.get("training_iteration", 0))
+                if step <= steps.get(tid, self._logged_step.get(tid, 0)):
+                    continue  # already in MLflow (a restored trial replays from its checkpoint)
+                ts = int(payload.get("timestamp", time.time()) * 1000)
+                for k, v in trial_metrics(payload).items():
+                    metrics.setdefault(tid, []).append(Metric(k, v if math.isfinite(v) else float("nan"), ts, step))
+                node = payload.get(NODE_KEY) or payload.get("node_ip")
+                tags.setdefault(tid, {}).update({"hpo.node": str(node), "hpo.last_step": str(step)})
+                steps[tid] = step
+            else:
+                ends[tid] = payload
+        run_status: dict[str, str] = {}
+        for tid, (status, error) in ends.items():
+            pruned_at = self.outcomes.pruned_at(tid)
+            if status == "errored":
+                text, run_status[tid] = f"errored: {error}"[:5000], "FAILED"
+            elif pruned_at is not None:
+                text, run_status[tid] = f"pruned at epoch {pruned_at}", "KILLED"
+            else:
+                text, run_status[tid] = "completed", "FINISHED"
+            tags.setdefault(tid, {})["hpo.status"] = text
+        for tid in params.keys() | metrics.keys() | tags.keys():
+            self._log_batch(self._child(tid), params=params.get(tid), metrics=metrics.get(tid), tags=tags.get(tid))
+            if tid in steps:
+                self._logged_step[tid] = steps[tid]  # only once written: a retry resends, never skips
+        for tid, status in run_status.items():
+            self._terminate(self._child(tid), status)
+
+    def _log_results(self, parent: str, results: Any) -> None:
+        """Leaderboard (CSV and HTML) and plots on the parent run."""
+        import tempfile
+
+        from hpo.plots import all_plots
+
+        table = results.table()
+        if len(table) and results.metric in table:
+            table = table.sort_values(results.metric, ascending=results.modes[0] == "min", na_position="last")
+        with tempfile.TemporaryDirectory(prefix="hpo-mlflow-") as tmp:
+            d = Path(tmp)
+            table.to_csv(d / "leaderboard.csv", index=False)
+            table.to_html(d / "leaderboard.html", index=False)
+            all_plots(results, d)
+            self.client.log_artifacts(parent, tmp)
+
+    def _terminate(self, run_id: str, status: str) -> None:
+        """End a run in one request (``MlflowClient.set_terminated`` also fetches the run to print
+        its URL on stdout, which would interleave with ``--json`` output)."""
+        from mlflow.entities import RunStatus
+
+        self.client._tracking_client.store.update_run_info(
+            run_id, run_status=RunStatus.from_string(status), end_time=int(time.time() * 1000), run_name=None
+        )
+
+    def _drop_orphans(self, known: set[str]) -> None:
+        """A search killed between two of Ray's state saves forgets its newest trials, and runs
+        new ones in their place on resume: delete their child runs so no trial is recorded twice."""
+        for tid in [t for t in self._runs if t not in known]:
+            self.client.delete_run(self._runs.pop(tid))
+            self._logged_step.pop(tid, None)
+
+    def _log_batch(self, run_id: str, params: dict[str, str] | None = None, metrics: list | None = None,
+                   tags: dict[str, str] | None = None) -> None:
+        from mlflow.entities import Param, RunTag
+
+        p = [Param(k, v) for k, v in (params or {}).items()]
+        m = list(metrics or [])
+        t = [RunTag(k, v) for k, v in (tags or {}).items()]
+        while p or m or t:
+            self.client.log_batch(run_id, params=p[:_MAX_PARAMS], metrics=m[:_MAX_METRICS], tags=t[:_MAX_PARAMS])
+            p, m, t = p[_MAX_PARAMS:], m[_MAX_METRICS:], t[_MAX_PARAMS:]
+
+    # -- end -----------------------------------------------------------------------------------
 
     def finish(self, results: Any, failed: bool = False) -> None:
         """Flush everything, record the search's outcome on the parent run and close it.
@@ -170,32 +339,34 @@ class MlflowTracker(Callback):
         Waits at most ``flush_timeout_s`` for a slow or absent server; what could not be written
         is named in a warning.
         """
-        proc = self._proc
-        if proc is None:
+        if self._thread is None:
             return
-        self._send(("finish", "", {"results": results, "failed": failed, "flush_timeout_s": self.flush_timeout_s}))
-        reply: dict[str, Any] = {}
-        result: list[Any] = []
-
-        def read() -> None:
-            try:
-                result.append(receive(proc.stdout))  # type: ignore[arg-type]
-            except (EOFError, OSError):
-                pass  # the writer died: reported below
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(self.flush_timeout_s + 60)
-        if result:
-            reply = result[0]
-        if proc.stdin:
-            proc.stdin.close()
+        self._deadline = time.monotonic() + self.flush_timeout_s  # keep retrying a down server until then
+        self._stop.set()
+        self._thread.join(self.flush_timeout_s + 30)
+        if self._thread.is_alive() or self.unlogged or self.parent_run_id is None:
+            missing = self.unlogged or sorted({tid for _, tid, _ in list(self._queue.queue) if tid}) or ["the search"]
+            log.warning("MLflow at %s did not record %s", self.tracking_uri, ", ".join(missing))
+            return
+        parent = self.parent_run_id
+        summary = {**results.summary(), "metric": results.metric}
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        self.experiment_id = reply.get("experiment_id")
-        self.parent_run_id = reply.get("parent_run_id")
-        self.unlogged = reply.get("unlogged", ["the search"]) if reply else ["the search"]
-        if self.unlogged or self.parent_run_id is None:
-            log.warning("MLflow at %s did not record %s", self.tracking_uri, ", ".join(self.unlogged or ["the search"]))
+            self._log_results(parent, results)
+            best = summary.get("best_config") or {}
+            self._log_batch(parent, tags={
+                "hpo.best_config": json.dumps(best, default=str)[:5000],
+                "hpo.num_trials": str(summary.get("num_trials")),
+                "hpo.num_pruned": str(summary.get("num_pruned")),
+                "hpo.num_errored": str(summary.get("num_errored")),
+            })
+            metric = summary.get("best_metric")
+            name = f"best_{summary['metric']}"
+            already = self.client.get_run(parent).data.metrics.get(name) == metric  # a replay logs it once
+            if isinstance(metric, (int, float)) and math.isfinite(metric) and not already:
+                from mlflow.entities import Metric
+
+                self._log_batch(parent, metrics=[Metric(name, float(metric), int(time.time() * 1000), 0)])
+            self.client.log_text(parent, json.dumps(summary, indent=2, default=str), "summary.json")
+            self._terminate(parent, "FAILED" if failed else "FINISHED")
+        except Exception as exc:
+            log.warning("MLflow could not record the search summary: %s", exc)
