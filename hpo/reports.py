@@ -63,9 +63,10 @@ def build_report(name: str, tracking_uri: str | None = None, out_dir: str | Path
         available = {a.path for a in client.list_artifacts(run_id)}
         plots = {p: Path(client.download_artifacts(run_id, p, tmp)) for p in PLOTS if p in available}
         title = f"hpo search {name} ({parent.info.run_name})"
+        tags = parent.data.tags
         summary = [("searcher", params.get("searcher")), ("scheduler", params.get("scheduler")),
-                   ("trials", parent.data.tags.get("hpo.num_trials")), ("pruned", parent.data.tags.get("hpo.num_pruned")),
-                   ("errored", parent.data.tags.get("hpo.num_errored")), (f"best {metric} ({mode})", best_value)]
+                   ("trials", tags.get("hpo.num_trials")), ("pruned", tags.get("hpo.num_pruned")),
+                   ("errored", tags.get("hpo.num_errored")), (f"best {metric} ({mode})", best_value)]
         md = _markdown(title, summary, best, rows, metric, list(plots))
         page = _html(title, summary, best, rows, metric, plots)
     md_path, html_path = out / f"{name}-report.md", out / f"{name}-report.html"

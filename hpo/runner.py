@@ -300,11 +300,15 @@ def resume(name_or_path: str, *, trainable: Callable[..., Any] | None = None, st
     run_dir = find_run_dir(name_or_path, storage_path)
     state = json.loads((run_dir / STATE_FILE).read_text())
     record = state["experiment"]
+    recorded_uri = state.get("tracking_uri")
+    if tracking_uri and recorded_uri and tracking_uri != recorded_uri:
+        raise HpoConfigError("--tracking-uri", f"must be the store the search is recorded in ({recorded_uri}) "
+                             "to continue its runs", tracking_uri,
+                             "Resume without it, then copy the search with `hpo sync-mlflow --tracking-uri`.")
     if trainable is not None:
         record["trainable"] = trainable
     exp = Experiment.from_dict(record)
-    return _execute(exp, run_dir, address or exp.address, tracking_uri or state.get("tracking_uri"), restore=True,
-                    fn=trainable)
+    return _execute(exp, run_dir, address or exp.address, tracking_uri or recorded_uri, restore=True, fn=trainable)
 
 
 def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: str | None, *, restore: bool,

@@ -125,3 +125,5 @@ def test_killed_search_resumes_without_losing_or_duplicating_trials(tmp_path, ra
     parents = db.execute("SELECT count(*) FROM runs r WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE "
                          "t.run_uuid=r.run_uuid AND t.key='mlflow.parentRunId')").fetchone()[0]
     assert parents == 1
+    other = hpo_cli("resume", "slow", "--tracking-uri", f"sqlite:///{tmp_path}/other.db", cwd=tmp_path, check=False)
+    assert other.returncode == 2 and "sync-mlflow" in other.stderr

@@ -174,7 +174,7 @@ class MlflowTracker(Callback):
             tid = r.data.tags.get(TRIAL_TAG)
             if tid:
                 self._runs[tid] = r.info.run_id
-                steps = [m.step for k in r.data.metrics for m in self.client.get_metric_history(r.info.run_id, k)[-1:]]
+                steps = [m.step for k in r.data.metrics for m in self.client.get_metric_history(r.info.run_id, k)]
                 self._logged_step[tid] = max(steps, default=0)
 
     # -- Tune events (driver thread: enqueue only) ------------------------------------------
