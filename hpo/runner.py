@@ -67,11 +67,14 @@ def _check_before_launch(exp: Experiment) -> None:
 def _builtin_metrics(exp: Experiment) -> set[str]:
     searched = exp.space.params.get("dataset")
     datasets = {exp.task.get("dataset", "digits"), *((searched.values() or []) if searched else [])}
-    regression = {"diabetes", "synthetic_regression"}
-    out = {"train_loss", "val_loss", "epoch_time_s"}
-    if datasets - regression:
-        out |= {"val_accuracy"}
-    if datasets & regression:
+    from hpo.train.task import BINARY_DATASETS, REGRESSION_DATASETS
+
+    out = {"train_loss", "val_loss", "epoch_time_s", "lr"}
+    if datasets - set(REGRESSION_DATASETS):
+        out |= {"val_accuracy", "val_f1", "val_precision", "val_recall"}
+    if datasets <= set(BINARY_DATASETS):
+        out |= {"val_roc_auc"}
+    if datasets & set(REGRESSION_DATASETS):
         out |= {"val_mse", "val_mae", "val_r2"}
     return out
 

@@ -118,8 +118,8 @@ def test_builtin_task_rejects_unknown_names_before_launch():
 
 def test_builtin_task_rejects_metric_it_never_reports():
     with pytest.raises(HpoConfigError) as err:
-        _check_before_launch(Experiment.from_dict(base(metric="val_f1")))
-    assert err.value.key == "metric" and "val_accuracy" in str(err.value)
+        _check_before_launch(Experiment.from_dict(base(metric="val_roc_auc")))
+    assert err.value.key == "metric" and "val_accuracy" in str(err.value) and "val_f1" in str(err.value)
 
 
 def test_unresolvable_trainable_import_path_is_rejected():

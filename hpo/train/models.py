@@ -58,13 +58,3 @@ def build_model(cfg: TaskConfig, n_in: int, n_out: int, image_shape: Any = None)
             raise ValueError(f"model 'cnn' needs an image data set (e.g. digits), got {cfg.dataset!r}")
         return _SmallCNN(cfg, tuple(image_shape), n_out)
     return nn.Linear(n_in, n_out)  # linear (regression) and logistic (classification)
-
-
-def build_optimizer(cfg: TaskConfig, params: Any) -> torch.optim.Optimizer:
-    """The optimizer named by ``cfg.optimizer`` with its learning rate and weight decay."""
-    kw: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **kw)
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
-           "adagrad": torch.optim.Adagrad}[cfg.optimizer]
-    return cls(params, **kw)

@@ -9,10 +9,15 @@ from typing import Any
 from hpo.errors import HpoConfigError
 
 DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes", "synthetic_classification", "synthetic_regression")
+REGRESSION_DATASETS = ("diabetes", "synthetic_regression")
+BINARY_DATASETS = ("breast_cancer",)
 MODELS = ("mlp", "cnn", "linear", "logistic")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
-_NAMED = {"dataset": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "activation": ACTIVATIONS}
+SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
+LOSSES = ("auto", "cross_entropy", "mse", "mae", "huber")
+_NAMED = {"dataset": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "activation": ACTIVATIONS,
+          "schedule": SCHEDULES, "loss": LOSSES}
 
 
 @dataclass
@@ -26,6 +31,14 @@ class TaskConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    l1: float = 0.0
+    schedule: str = "constant"
+    step_size: int = 10
+    gamma: float = 0.5
+    warmup_epochs: int = 0
+    min_lr: float = 0.0
+    loss: str = "auto"
+    patience: int = 0
     momentum: float = 0.9
     nesterov: bool = False
     hidden: int = 128
@@ -79,6 +92,15 @@ def validate_task(task: dict[str, Any], space_values: dict[str, list[Any] | None
             _check_name(f"task.{field}", field, task[field])
         for v in space_values.get(field) or []:
             _check_name(f"space.{field}", field, v)
+    datasets = {task.get("dataset", TaskConfig.dataset), *(space_values.get("dataset") or [])}
+    losses = {task.get("loss", "auto"), *(space_values.get("loss") or [])}
+    regression = datasets & set(REGRESSION_DATASETS)
+    if regression and "cross_entropy" in losses:
+        raise HpoConfigError("task.loss", "cross_entropy needs a classification data set", "cross_entropy",
+                             f"Regression data sets here: {sorted(regression)}; use mse, mae or huber.")
+    if datasets - set(REGRESSION_DATASETS) and losses & {"mse", "mae", "huber"}:
+        raise HpoConfigError("task.loss", "mse, mae and huber need a regression data set",
+                             sorted(losses & {"mse", "mae", "huber"}), "Classification uses cross_entropy (auto).")
     epochs = task.get("epochs", TaskConfig.epochs)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise HpoConfigError("task.epochs", "must be an integer >= 1", epochs)
