@@ -41,7 +41,6 @@ class Results:
     storage_path: str
     mlflow_experiment_id: str | None = None
     parent_run_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     study: Any = field(default=None, repr=False)  # the Optuna study, for Optuna-based searchers
 
     # -- construction ----------------------------------------------------------------------
@@ -129,7 +128,7 @@ class Results:
 
     def summary(self) -> dict[str, Any]:
         """The JSON object ``hpo run --json`` prints."""
-        out = {
+        out: dict[str, Any] = {
             "name": self.name,
             "metric": self.metric if len(self.metrics) == 1 else self.metrics,
             "mode": self.modes[0] if len(self.modes) == 1 else self.modes,
@@ -145,7 +144,6 @@ class Results:
             "parent_run_id": self.parent_run_id,
             "storage_path": self.storage_path,
             "errors": {t.trial_id: t.error for t in self.trials if t.error},
-            **self.extra,
         }
         if len(self.metrics) > 1:
             out["pareto_front"] = [{"config": t.config, **{k: t.metrics[k] for k in self.metrics}}

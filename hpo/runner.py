@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from hpo._trials import NOT_METRICS
 from hpo.config import Experiment
 from hpo.errors import HpoConfigError, MetricNotReportedError
 from hpo.results import Results
@@ -118,8 +119,6 @@ def _collector_class() -> type:
             self.trials: list[Any] = []
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            from hpo._trials import NOT_METRICS
-
             for m in self.metrics:
                 if m not in result and self.error is None:
                     self.error = MetricNotReportedError(m, [k for k in result if k not in NOT_METRICS])

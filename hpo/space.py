@@ -107,11 +107,6 @@ class SearchSpace:
         """
         return cls(_resolve(spec, base_dir or Path.cwd(), key, ()), key=key)
 
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> SearchSpace:
-        """Load a space file (see :func:`load_space`)."""
-        return load_space(path)
-
     def merge(self, other: SearchSpace) -> SearchSpace:
         """A new space with ``other``'s parameters added or overriding these."""
         return SearchSpace({**self.params, **other.params})
