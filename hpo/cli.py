@@ -1,4 +1,4 @@
-"""The ``hpo`` command: run, validate, resume searches and list strategies.
+"""The ``hpo`` command: run, validate, resume, export and report searches; list strategies; find lr bounds.
 
 Heavy imports (Ray, torch, MLflow) happen only inside the commands that need them, so
 ``hpo --help`` and ``hpo validate`` stay fast.
@@ -51,7 +51,43 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--tracking-uri")
     rp.add_argument("--run-id", help="a specific search (parent run); default: the newest")
     rp.add_argument("--out", default=".", help="directory for NAME-report.html and NAME-report.md")
+
+    e = sub.add_parser("export", help="export a search's best model (model.pt, torch.export model.pt2, config.json)")
+    e.add_argument("name_or_path", help="a run directory, or a search name (its newest run)")
+    e.add_argument("--storage-path", default="hpo_results")
+    e.add_argument("--out", required=True, help="directory to write the model files to")
+
+    lf = sub.add_parser("lr-find", help="learning-rate range test on an experiment's task; proposes lr bounds")
+    lf.add_argument("experiment")
+    lf.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    lf.add_argument("--min-lr", type=float, default=1e-6)
+    lf.add_argument("--max-lr", type=float, default=1.0)
+    lf.add_argument("--steps", type=int, default=100)
+    lf.add_argument("--plot", help="write the loss-versus-lr curve to this PNG")
+    lf.add_argument("--json", action="store_true")
     return p
+
+
+def _lr_find(args: argparse.Namespace) -> None:
+    from hpo.config import load_experiment
+    from hpo.errors import HpoConfigError as Err
+    from hpo.runner import _check_before_launch
+    from hpo.train.lr_find import center_config, lr_find
+
+    exp = load_experiment(args.experiment, args.overrides)
+    if not exp.is_builtin:
+        raise Err("trainable", "lr-find runs the built-in task (hpo.train:train)", exp.trainable)
+    data = _check_before_launch(exp)
+    config = {**exp.task, **center_config(exp.space)}
+    result = lr_find(config, data, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps)
+    if args.plot:
+        result.plot(args.plot)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.to_dict().items()}))
+        return
+    print(f"steepest descent at lr {result.steepest_lr:.3g}; lowest loss at lr {result.min_loss_lr:.3g}")
+    print("proposed search space entry:")
+    print(f"  {result.space_yaml()}")
 
 
 def _print_summary(results: Any, as_json: bool) -> None:
@@ -116,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
 
             results = sync_mlflow(args.name_or_path, storage_path=args.storage_path, tracking_uri=args.tracking_uri)
             _print_summary(results, args.json)
+        elif args.command == "export":
+            from hpo.train.best import export_best
+
+            for path in export_best(args.name_or_path, args.out, storage_path=args.storage_path):
+                print(f"wrote {path}")
+        elif args.command == "lr-find":
+            _lr_find(args)
         elif args.command == "report":
             from hpo.reports import build_report
 

@@ -24,6 +24,7 @@ class TrialRecord:
     error: str | None = None
     pruned_at: int | None = None
     node: str | None = None
+    checkpoint: str | None = None  # the trial's latest checkpoint directory, if it kept one
 
 
 @dataclass
@@ -42,6 +43,26 @@ class Results:
     mlflow_experiment_id: str | None = None
     parent_run_id: str | None = None
     study: Any = field(default=None, repr=False)  # the Optuna study, for Optuna-based searchers
+    best_model_info: dict[str, Any] | None = None  # built-in task: test metrics and where the model is
+
+    @property
+    def test_metrics(self) -> dict[str, float] | None:
+        """The best trial's metrics on the held-out test part (built-in task), measured once at the end."""
+        return (self.best_model_info or {}).get("test_metrics")
+
+    def best_model(self) -> Any:
+        """The best trial's model as an ``nn.Module`` taking raw features (built-in task).
+
+        Example:
+            >>> results = hpo.run(load_experiment("examples/quickstart.yaml"))  # doctest: +SKIP
+            >>> results.best_model()(torch.tensor(x_raw, dtype=torch.float32)).argmax(1)  # doctest: +SKIP
+        """
+        if not self.best_model_info:
+            raise ValueError("no best model was kept: the search used its own trainable, set task.test_best "
+                             "false, or no trial completed")
+        from hpo.train.best import load_model
+
+        return load_model(self.best_model_info["path"])
 
     # -- construction ----------------------------------------------------------------------
 
@@ -66,6 +87,7 @@ class Results:
                 trial_id=tid, config=dict(tr.config or {}), metrics=m, status=status,
                 steps=int(last.get("training_iteration", 0)), error=err, pruned_at=pruned.get(tid),
                 node=last.get(NODE_KEY) or last.get("node_ip"),
+                checkpoint=getattr(getattr(tr, "checkpoint", None), "path", None),
             ))
         records.sort(key=lambda t: t.trial_id)
         return cls(name, metrics, modes, records, storage_path, **kw)
@@ -145,6 +167,9 @@ class Results:
             "storage_path": self.storage_path,
             "errors": {t.trial_id: t.error for t in self.trials if t.error},
         }
+        if self.best_model_info:
+            out["test_metrics"] = self.test_metrics
+            out["best_model"] = {k: v for k, v in self.best_model_info.items() if k != "test_metrics"}
         if len(self.metrics) > 1:
             out["pareto_front"] = [{"config": t.config, **{k: t.metrics[k] for k in self.metrics}}
                                    for t in self.pareto_front()]

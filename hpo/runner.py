@@ -7,7 +7,6 @@ MLflow parent run id), so ``hpo resume`` can rebuild everything and continue in 
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from hpo._imports import import_callable
 from hpo._trials import NOT_METRICS
 from hpo.config import Experiment
 from hpo.errors import HpoConfigError, MetricNotReportedError
@@ -34,67 +34,40 @@ log = logging.getLogger("hpo")
 # -- trainables ------------------------------------------------------------------------------
 
 
-def import_callable(path: str, key: str = "trainable") -> Callable[..., Any]:
-    """Resolve ``package.module:function``; a clear error if it does not."""
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise HpoConfigError(key, "must name an importable module", path, f"Import failed: {exc}") from None
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise HpoConfigError(key, f"must name an attribute of module {module_name!r}", path)
-    if not callable(obj):
-        raise HpoConfigError(key, "must name a callable", path)
-    return obj
+def _check_before_launch(exp: Experiment) -> Any:
+    """Everything that can be checked without Ray: nothing is launched or written on failure.
 
-
-def _check_before_launch(exp: Experiment) -> None:
-    """Everything that can be checked without Ray: nothing is launched or written on failure."""
+    For the built-in task this loads the data set (once, on the driver) and returns it.
+    """
     if exp.is_builtin:
         from hpo.train import validate_task
 
-        validate_task(exp.task, {n: p.values() for n, p in exp.space.params.items()})
-        for m in exp.metrics:
-            allowed = _builtin_metrics(exp)
-            if m not in allowed:
-                raise HpoConfigError("metric", f"the built-in task reports only {sorted(allowed)}", m)
-    elif isinstance(exp.trainable, str):
+        return validate_task(exp.task, {n: p.values() for n, p in exp.space.params.items()}, exp.metrics,
+                             exp.resources.gpu)
+    if isinstance(exp.trainable, str):
         import_callable(exp.trainable)
+    return None
 
 
-def _builtin_metrics(exp: Experiment) -> set[str]:
-    searched = exp.space.params.get("dataset")
-    datasets = {exp.task.get("dataset", "digits"), *((searched.values() or []) if searched else [])}
-    from hpo.train.task import BINARY_DATASETS, REGRESSION_DATASETS
-
-    out = {"train_loss", "val_loss", "epoch_time_s", "lr"}
-    if datasets - set(REGRESSION_DATASETS):
-        out |= {"val_accuracy", "val_f1", "val_precision", "val_recall"}
-    if datasets <= set(BINARY_DATASETS):
-        out |= {"val_roc_auc"}
-    if datasets & set(REGRESSION_DATASETS):
-        out |= {"val_mse", "val_mae", "val_r2"}
-    return out
+def builtin_task(exp: Experiment) -> dict[str, Any]:
+    """The built-in task's fixed settings, with what the chosen scheduler needs."""
+    task = dict(exp.task)
+    if exp.strategy.scheduler in ("hyperband", "pbt") and not task.get("checkpoint_freq"):
+        # HyperBand pauses trials and PBT copies them: both resume from checkpoints.
+        task["checkpoint_freq"] = int(exp.strategy.scheduler_options.get("perturbation_interval", 1))
+    return task
 
 
-def _trainable(exp: Experiment, fn: Callable[..., Any] | None) -> Any:
+def _trainable(exp: Experiment, fn: Callable[..., Any] | None, data: Any) -> Any:
     from ray import tune
 
     resources = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
     if exp.is_builtin:
         from hpo.train import train
-        from hpo.train.data import load_dataset
-        from hpo.train.task import TaskConfig
 
-        task = dict(exp.task)
-        if exp.strategy.scheduler == "hyperband" and not task.get("checkpoint_freq"):
-            task["checkpoint_freq"] = 1  # HyperBand pauses trials: they must resume from checkpoints
-        cfg = TaskConfig.from_config(task)
-        # Loaded once here, put in Ray's object store once, read by every trial on every node.
-        data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+        task = builtin_task(exp)
+        # Split once here (every fold too), put in Ray's object store once, read by every trial on every node.
+        data.splits(int(task.get("cv_folds", 0)))
         threads = max(1, int(exp.resources.cpu))
         return tune.with_resources(tune.with_parameters(train, data=data, threads=threads, task=task), resources)
     if fn is None:
@@ -223,7 +196,8 @@ def _tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: str | 
                  "space.yaml": yaml.safe_dump(record["space"], sort_keys=False)}
     return MlflowTracker(uri, exp.tracking.experiment_name or exp.name, run_dir.name, str(run_dir / STATE_FILE),
                          outcomes, parent_params=params, parent_tags=tags, artifacts=artifacts,
-                         flush_interval_s=exp.tracking.flush_interval_s, flush_timeout_s=exp.tracking.flush_timeout_s)
+                         flush_interval_s=exp.tracking.flush_interval_s, flush_timeout_s=exp.tracking.flush_timeout_s,
+                         hparam_schedule=spec.scheduler == "pbt")
 
 
 def _space_hash(exp: Experiment) -> str:
@@ -271,14 +245,14 @@ def run(
         if trainable is not None:
             data["trainable"] = trainable
         exp = Experiment.from_dict(data)
-    _check_before_launch(exp)
+    data = _check_before_launch(exp)
     run_dir = Path(exp.storage_path).resolve() / f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     suffix = 1
     while run_dir.exists():
         run_dir = run_dir.with_name(f"{run_dir.name.rsplit('.', 1)[0]}.{suffix}")
         suffix += 1
     return _execute(exp, run_dir, address or exp.address, tracking_uri, restore=False,
-                    fn=trainable if callable(trainable) else None)
+                    fn=trainable if callable(trainable) else None, data=data)
 
 
 def find_run_dir(name_or_path: str, storage_path: str = "hpo_results") -> Path:
@@ -310,11 +284,13 @@ def resume(name_or_path: str, *, trainable: Callable[..., Any] | None = None, st
     if trainable is not None:
         record["trainable"] = trainable
     exp = Experiment.from_dict(record)
-    return _execute(exp, run_dir, address or exp.address, tracking_uri or recorded_uri, restore=True, fn=trainable)
+    data = _check_before_launch(exp)
+    return _execute(exp, run_dir, address or exp.address, tracking_uri or recorded_uri, restore=True, fn=trainable,
+                    data=data)
 
 
 def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: str | None, *, restore: bool,
-             fn: Callable[..., Any] | None) -> Results:
+             fn: Callable[..., Any] | None, data: Any = None) -> Results:
     from ray import tune
 
     from hpo.progress import Progress
@@ -322,7 +298,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
 
     num_samples = exp.resolved_num_samples()
     with _ray(address), _tune_env():
-        trainable = _trainable(exp, fn)
+        trainable = _trainable(exp, fn, data)
         if restore and (run_dir / "tuner.pkl").exists():
             tuner = tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=False)
             # The callbacks were pickled with the searcher and scheduler in one tuner.pkl, so
@@ -347,8 +323,12 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
                          JsonLoggerCallback()]
             callbacks += [tracker] if tracker else []
             single = len(exp.metrics) == 1
+            from ray.tune.search import BasicVariantGenerator
+
+            variants = isinstance(searcher, BasicVariantGenerator)  # PBT: Ray samples the space itself
             tuner = tune.Tuner(
                 trainable,
+                param_space=exp.space.to_ray() if variants else None,
                 tune_config=tune.TuneConfig(
                     search_alg=searcher,
                     scheduler=scheduler,
@@ -380,6 +360,11 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
                 collector.trials, exp.name, exp.metrics, exp.modes, outcomes.as_dict(), str(run_dir),
                 study=getattr(collector.searcher, "study", None),
             )
+            if not failed and exp.is_builtin and exp.task.get("test_best", True) and results.best_trial:
+                from hpo.train.best import recover_best
+
+                results.best_model_info = recover_best(results, builtin_task(exp), data,
+                                                       {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}, run_dir)
             _write_state(run_dir / TRIALS_FILE, {"trials": [asdict(t) for t in results.trials]})
             if tracker is not None:
                 tracker.finish(results, failed=failed)

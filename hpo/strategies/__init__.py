@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,13 @@ def check_strategy(
     scheduler = get_strategy(spec.scheduler, "scheduler", f"{key}.scheduler")
     searcher.check_options(spec.searcher_options, f"{key}.searcher_options")
     scheduler.check_options(spec.scheduler_options, f"{key}.scheduler_options")
+    if scheduler.searchers and searcher.name not in scheduler.searchers:
+        raise HpoConfigError(
+            f"{key}.searcher",
+            f"scheduler {scheduler.name!r} works only with searchers {list(scheduler.searchers)} (it changes "
+            "configurations mid-trial, which a model-based searcher would misread)",
+            spec.searcher,
+        )
     if searcher.grid_only:
         space.grid(key="space")  # raises naming the first parameter grid cannot enumerate
     grids = [n for n, p in space.params.items() if isinstance(p, Grid)]
@@ -100,7 +108,13 @@ def build_strategy(
 ) -> tuple[Any, Any]:
     """Build the (Ray searcher, Ray scheduler) pair for a validated spec."""
     searcher_info, scheduler_info = check_strategy(spec, space, metrics, budget)
-    if searcher_info.kind == "sampler":
+    if scheduler_info.name == "pbt":
+        # Ray's PBT accepts only its own variant generator (it rewrites configs mid-trial); the
+        # runner hands it the space as Ray domains. Random sampling, seeded.
+        from ray.tune.search import BasicVariantGenerator
+
+        searcher = BasicVariantGenerator(random_state=spec.seed)
+    elif searcher_info.kind == "sampler":
         from hpo.strategies._optuna import OptunaSearcher
 
         sampler = searcher_info.factory(spec.seed, **spec.searcher_options)
@@ -108,5 +122,6 @@ def build_strategy(
     else:
         searcher = searcher_info.factory(space, metrics, modes, spec.seed, **spec.searcher_options)
     # Ray hands metric and mode to the scheduler from TuneConfig.
-    scheduler = scheduler_info.factory(outcomes, budget, **spec.scheduler_options)
+    extra = {"space": space} if "space" in inspect.signature(scheduler_info.factory).parameters else {}
+    scheduler = scheduler_info.factory(outcomes, budget, **extra, **spec.scheduler_options)
     return searcher, scheduler

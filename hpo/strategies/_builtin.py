@@ -108,6 +108,21 @@ def _median(
     )
 
 
+def _pbt(
+    outcomes: Any,
+    budget: int | None,
+    space: Any,
+    perturbation_interval: int = 2,
+    quantile_fraction: float = 0.25,
+    resample_probability: float = 0.25,
+    mutate: list[str] | None = None,
+) -> Any:
+    from hpo.strategies._schedulers import PBT
+
+    return PBT(outcomes, budget, space, perturbation_interval=perturbation_interval,
+               quantile_fraction=quantile_fraction, resample_probability=resample_probability, mutate=mutate)
+
+
 BUILTINS = [
     StrategyInfo("grid", "searcher", "Every combination of grid/categorical/fixed values, in order", _grid,
                  multi_objective=True, grid_only=True),
@@ -127,6 +142,8 @@ BUILTINS = [
                  needs_budget=True),
     StrategyInfo("hyperband", "scheduler", "Synchronous HyperBand brackets (pauses and resumes via checkpoints)",
                  _hyperband, needs_budget=True),
+    StrategyInfo("pbt", "scheduler", "Population-based training: copy the best trials' weights, mutate lr/decay",
+                 _pbt, needs_budget=True, searchers=("random",)),
     StrategyInfo("median", "scheduler", "Median stopping rule: stop trials below the median of earlier trials",
                  _median),
 ]

@@ -17,7 +17,7 @@ Kind = Literal["sampler", "searcher", "scheduler"]
 _RESERVED: dict[str, tuple[str, ...]] = {
     "sampler": ("seed",),
     "searcher": ("space", "metrics", "modes", "seed"),
-    "scheduler": ("outcomes", "budget"),
+    "scheduler": ("outcomes", "budget", "space"),  # `space` only when the factory takes it
 }
 
 
@@ -37,6 +37,7 @@ class StrategyInfo:
         grid_only: whether it only enumerates finite values (grid).
         grid_values: whether it can search ``grid`` parameters (as categorical choices).
         needs_budget: scheduler needs a maximum number of steps per trial (``max_t``).
+        searchers: the only searchers a scheduler works with (empty: any).
         aliases: other accepted names.
     """
 
@@ -48,6 +49,7 @@ class StrategyInfo:
     grid_only: bool = False
     grid_values: bool = True
     needs_budget: bool = False
+    searchers: tuple[str, ...] = field(default=())
     aliases: tuple[str, ...] = field(default=())
 
     def options(self) -> dict[str, Any]:

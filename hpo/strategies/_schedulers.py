@@ -14,9 +14,11 @@ from ray.tune.schedulers import (
     FIFOScheduler,
     HyperBandScheduler,
     MedianStoppingRule,
+    PopulationBasedTraining,
     TrialScheduler,
 )
 
+from hpo.errors import HpoConfigError
 from hpo.strategies._outcomes import TrialOutcomes
 
 TIME_ATTR = "training_iteration"
@@ -67,3 +69,44 @@ class MedianStopping(_RecordsPruning, MedianStoppingRule):
 class FIFO(FIFOScheduler):
     def __init__(self, outcomes: TrialOutcomes, budget: int | None) -> None:
         super().__init__()
+
+
+class _ClipToSpace:
+    """PBT's explore step multiplies values by 0.8 or 1.2: keep them inside the space's bounds."""
+
+    def __init__(self, bounds: dict[str, tuple[float, float, bool]]) -> None:
+        self.bounds = bounds  # name -> (low, high, is_int)
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        for name, (low, high, is_int) in self.bounds.items():
+            if name in config:
+                v = min(max(config[name], low), high)
+                config[name] = int(round(v)) if is_int else float(v)
+        return config
+
+
+class PBT(PopulationBasedTraining):
+    """Ray's population-based training, mutating the space's numeric parameters within their bounds.
+
+    Mutated values reach the trainable as its new config when it continues from the copied
+    trial's checkpoint; the built-in task applies them to the restored optimizer.
+    """
+
+    def __init__(self, outcomes: TrialOutcomes, budget: int | None, space: Any, *, mutate: list[str] | None,
+                 **kwargs: Any) -> None:
+        from hpo.params import Float, Int
+
+        self.outcomes, self.budget = outcomes, budget
+        numeric = [n for n, p in space.params.items() if isinstance(p, (Float, Int)) and not p.when]
+        names = list(mutate) if mutate is not None else numeric
+        for n in names:
+            if n not in numeric:
+                raise HpoConfigError("strategy.scheduler_options.mutate", f"must list unconditional float/int "
+                                     f"parameters of the space; those are {numeric}", n)
+        if not names:
+            raise HpoConfigError("space", "PBT needs at least one float or int parameter to mutate",
+                                 list(space.params))
+        domains = space.to_ray()
+        bounds = {n: (space.params[n].low, space.params[n].high, isinstance(space.params[n], Int)) for n in names}
+        super().__init__(time_attr=TIME_ATTR, hyperparam_mutations={n: domains[n] for n in names},
+                         custom_explore_fn=_ClipToSpace(bounds), **kwargs)

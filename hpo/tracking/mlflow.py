@@ -73,6 +73,7 @@ class MlflowTracker(Callback):
         artifacts: dict[str, str] | None = None,
         flush_interval_s: float = 2.0,
         flush_timeout_s: float = 120.0,
+        hparam_schedule: bool = False,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -84,6 +85,7 @@ class MlflowTracker(Callback):
         self.artifacts = artifacts or {}
         self.flush_interval_s = flush_interval_s
         self.flush_timeout_s = flush_timeout_s
+        self.hparam_schedule = hparam_schedule  # PBT: configs change mid-trial; log hp.<name> per step
         self._reset()
 
     def _reset(self) -> None:
@@ -92,16 +94,19 @@ class MlflowTracker(Callback):
         self.parent_run_id: str | None = None
         self._runs: dict[str, str] = {}  # trial id -> child run id
         self._logged_step: dict[str, int] = {}  # trial id -> last step already in MLflow
+        self._params: dict[str, dict[str, str]] = {}  # trial id -> params already in MLflow (never changed)
+        self._config: dict[str, dict[str, Any]] = {}  # trial id -> its current config
         self._queue: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.unlogged: list[str] = []
+        self.unlogged: list[str] = []  # trials not recorded because the server stayed down
+        self.refused: list[str] = []  # runs with a batch the store refused outright
         self._deadline = 0.0
         self._reconciled = False
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment_name", "run_name", "state_path", "outcomes", "parent_params",
-                "parent_tags", "artifacts", "flush_interval_s", "flush_timeout_s")
+                "parent_tags", "artifacts", "flush_interval_s", "flush_timeout_s", "hparam_schedule")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -174,6 +179,7 @@ class MlflowTracker(Callback):
             tid = r.data.tags.get(TRIAL_TAG)
             if tid:
                 self._runs[tid] = r.info.run_id
+                self._params[tid] = dict(r.data.params)
                 steps = [m.step for k in r.data.metrics for m in self.client.get_metric_history(r.info.run_id, k)]
                 self._logged_step[tid] = max(steps, default=0)
 
@@ -258,13 +264,23 @@ class MlflowTracker(Callback):
                 self._drop_orphans(set(payload))
             elif kind == "start":
                 self._child(tid)
-                params[tid] = flatten_params(payload[1])  # rides along with the trial's first batch
+                self._config[tid] = payload[1]
+                flat = flatten_params(payload[1])
+                # A param is logged once (MLflow refuses changes): PBT's later values become hp.* metrics.
+                logged = {**self._params.get(tid, {}), **params.get(tid, {})}
+                new = {k: v for k, v in flat.items() if k not in logged}
+                if new:
+                    params.setdefault(tid, {}).update(new)  # rides along with the trial's first batch
             elif kind == "result":
                 step = int(payload.get("training_iteration", 0))
                 if step <= steps.get(tid, self._logged_step.get(tid, 0)):
                     continue  # already in MLflow (a restored trial replays from its checkpoint)
                 ts = int(payload.get("timestamp", time.time()) * 1000)
-                for k, v in trial_metrics(payload).items():
+                values = trial_metrics(payload)
+                if self.hparam_schedule:
+                    values.update({f"hp.{k}": float(v) for k, v in self._config.get(tid, {}).items()
+                                   if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                for k, v in values.items():
                     metrics.setdefault(tid, []).append(Metric(k, v if math.isfinite(v) else float("nan"), ts, step))
                 node = payload.get(NODE_KEY) or payload.get("node_ip")
                 tags.setdefault(tid, {}).update({"hpo.node": str(node), "hpo.last_step": str(step)})
@@ -283,6 +299,8 @@ class MlflowTracker(Callback):
             tags.setdefault(tid, {})["hpo.status"] = text
         for tid in params.keys() | metrics.keys() | tags.keys():
             self._log_batch(self._child(tid), params=params.get(tid), metrics=metrics.get(tid), tags=tags.get(tid))
+            if tid in params:
+                self._params.setdefault(tid, {}).update(params[tid])
             if tid in steps:
                 self._logged_step[tid] = steps[tid]  # only once written: a retry resends, never skips
         for tid, status in run_status.items():
@@ -328,7 +346,15 @@ class MlflowTracker(Callback):
         m = list(metrics or [])
         t = [RunTag(k, v) for k, v in (tags or {}).items()]
         while p or m or t:
-            self.client.log_batch(run_id, params=p[:_MAX_PARAMS], metrics=m[:_MAX_METRICS], tags=t[:_MAX_PARAMS])
+            try:
+                self.client.log_batch(run_id, params=p[:_MAX_PARAMS], metrics=m[:_MAX_METRICS],
+                                      tags=t[:_MAX_PARAMS])
+            except Exception as exc:
+                if getattr(exc, "error_code", None) != "INVALID_PARAMETER_VALUE":
+                    raise  # the server is down or slow: the writer retries with backoff
+                # The store refuses these values and always will: retrying would stall the search's end.
+                log.warning("MLflow refused a batch for run %s (not retried): %s", run_id, str(exc)[:300])
+                self.refused.append(run_id)
             p, m, t = p[_MAX_PARAMS:], m[_MAX_METRICS:], t[_MAX_PARAMS:]
 
     # -- end -----------------------------------------------------------------------------------

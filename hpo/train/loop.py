@@ -1,4 +1,10 @@
-"""The built-in trainable: a plain tensor loop over in-memory data, one report per epoch."""
+"""The built-in trainable: a plain tensor loop over in-memory data, one report per epoch.
+
+:class:`Trainer` trains one model on one split; :class:`TaskRun` drives one trainer (holdout)
+or ``cv_folds`` trainers in lockstep (cross-validation) and turns their epochs into the metrics
+a trial reports. :func:`train` is the Ray Tune function trainable around it; :func:`fit` runs the
+same thing in-process (refitting the best trial, benchmarks, the learning-rate finder).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,14 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from hpo.train.data import Dataset, load_dataset
+from hpo.train.data import Dataset, DataSpec, Split, load_dataset, matches
 from hpo.train.models import build_model
 from hpo.train.optim import Schedule, build_optimizer
 from hpo.train.task import TaskConfig
@@ -20,6 +28,8 @@ from hpo.train.task import TaskConfig
 _REGRESSION_LOSSES: dict[str, Any] = {
     "mse": nn.functional.mse_loss, "mae": nn.functional.l1_loss, "huber": nn.functional.huber_loss,
 }
+_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # every lr-valued entry a schedule keeps in a param group
 
 
 def loss_function(name: str, classify: bool) -> Any:
@@ -32,6 +42,7 @@ def loss_function(name: str, classify: bool) -> Any:
 
 def classification_metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[str, float]:
     """Accuracy, macro F1/precision/recall, and ROC-AUC for binary tasks (ties count one half)."""
+    logits = logits.float()
     pred = logits.argmax(dim=1)
     out = {"accuracy": float((pred == y).float().mean())}
     cm = torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, -1)
@@ -49,20 +60,28 @@ def classification_metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: i
     return out
 
 
-def _metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ds: Dataset, loss_fn: Any) -> dict[str, float]:
-    model.eval()
-    with torch.no_grad():
-        out = model(x)
-        loss = float(loss_fn(out, y))
-    if ds.task == "classification":
-        return {"loss": loss, **classification_metrics(out, y, ds.num_classes)}
-    resid = out.squeeze(-1) - y
-    mse = float((resid**2).mean())
-    var = float(((y - y.mean()) ** 2).mean()) or 1.0
-    return {"loss": loss, "mse": mse, "mae": float(resid.abs().mean()), "r2": 1.0 - mse / var}
+def augment_images(x: torch.Tensor, image_shape: tuple[int, ...], shift: float, rotate: float,
+                   gen: torch.Generator) -> torch.Tensor:
+    """Random shifts (up to ``shift`` pixels) and rotations (up to ``rotate`` degrees) of flat images.
+
+    One batched affine resampling; edges repeat the border pixels (the background for digits).
+    """
+    b = x.shape[0]
+    c, h, w = image_shape
+    r = torch.rand(b, 3, generator=gen).to(x.device) * 2 - 1
+    angle = r[:, 0] * math.radians(rotate)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([
+        torch.stack([cos, -sin, r[:, 1] * shift * 2 / w], dim=1),
+        torch.stack([sin, cos, r[:, 2] * shift * 2 / h], dim=1),
+    ], dim=1).to(x.dtype)
+    img = x.view(b, c, h, w)
+    grid = nn.functional.affine_grid(theta, list(img.shape), align_corners=False)
+    out = nn.functional.grid_sample(img, grid, padding_mode="border", align_corners=False)
+    return out.reshape(b, -1)
 
 
-def _device() -> torch.device:
+def device_for_trial() -> torch.device:
     """CUDA when Ray gave this trial a GPU (``resources: {gpu: ...}``), else the CPU."""
     import ray
 
@@ -71,84 +90,274 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
-def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1) -> None:
-    """Train the built-in task described by ``config`` and report metrics every epoch.
+class Trainer:
+    """One model, its optimizer and schedule, trained on one :class:`~hpo.train.data.Split`."""
 
-    Reports ``train_loss``, ``val_loss`` and ``val_accuracy`` (classification) or ``val_mse``,
-    ``val_mae``, ``val_r2`` (regression), plus ``epoch_time_s``. A NaN/inf loss ends the
-    trial with ``diverged = 1``. Resumes from the trial's last checkpoint when there is one.
+    def __init__(self, cfg: TaskConfig, config: dict[str, Any], ds: Dataset, split: Split, device: torch.device,
+                 fold: int = 0) -> None:
+        self.cfg, self.ds, self.split, self.device = cfg, ds, split, device
+        self.classify = ds.task == "classification"
+        with warnings.catch_warnings():
+            # Arrays from Ray's object store are read-only and shared by the node's trials; never written.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensors = (split.x_train, split.y_train, split.x_val, split.y_val)
+            self.x_tr, self.y_tr, self.x_val, self.y_val = (torch.from_numpy(a).to(device) for a in tensors)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg, ds.num_features, ds.num_classes if self.classify else 1, ds.image_shape,
+                                 config).to(device)
+        self.optimizer = build_optimizer(cfg, self.model.parameters())
+        self.schedule = Schedule(cfg, self.optimizer, math.ceil(len(self.x_tr) / cfg.batch_size))
+        self.loss_fn = loss_function(cfg.loss, self.classify)
+        self.weights = [p for name, p in self.model.named_parameters() if name.endswith("weight")]
+        self.gen = torch.Generator().manual_seed(cfg.seed + fold)
+        self.amp = _AMP.get(cfg.precision)
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and device.type == "cuda" else None
+        self.step_fn: Callable[..., Any] | None = None
+        self.step_kwargs: dict[str, Any] = {}
+        if cfg.train_step:
+            from hpo._imports import accepts, import_callable
+
+            self.step_fn = import_callable(cfg.train_step, "task.train_step")
+            offered = {"loss_fn": self.loss_fn, "config": config, "optimizer": self.optimizer}
+            self.step_kwargs = {k: v for k, v in offered.items() if accepts(self.step_fn, k)}
+
+    @property
+    def param_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.step_fn is not None:
+            return self.step_fn(self.model, x, y, **self.step_kwargs)
+        return self.loss_fn(self.model(x), y)
+
+    def train_epoch(self) -> float:
+        """One pass over the training part in shuffled batches; returns the mean training loss."""
+        cfg, model, optimizer = self.cfg, self.model, self.optimizer
+        model.train()
+        n, bs = len(self.x_tr), cfg.batch_size
+        perm = torch.randperm(n, generator=self.gen).to(self.device)
+        total = torch.zeros((), device=self.device)  # summed on the device: no sync per batch
+        shape = self.ds.image_shape
+        augment = shape is not None and (cfg.augment_shift > 0 or cfg.augment_rotate > 0)
+        for i in range(0, n, bs):
+            idx = perm[i : i + bs]
+            x, y = self.x_tr[idx], self.y_tr[idx]
+            if augment:
+                x = augment_images(x, tuple(shape), cfg.augment_shift, cfg.augment_rotate, self.gen)  # type: ignore[arg-type]
+            optimizer.zero_grad(set_to_none=True)
+            if self.amp is not None:
+                with torch.autocast(self.device.type, dtype=self.amp):
+                    loss = self._loss(x, y)
+            else:
+                loss = self._loss(x, y)
+            if cfg.l1:
+                loss = loss + cfg.l1 * sum(w.abs().sum() for w in self.weights)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(optimizer)
+                self.scaler.update()
+            else:
+                optimizer.step()
+            self.schedule.after_batch()
+            total += loss.detach().float() * len(idx)
+        return float(total) / n
+
+    def evaluate(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> dict[str, float]:
+        """Loss and task metrics on the validation part (or on ``x``, ``y``); regression errors in target units."""
+        x = self.x_val if x is None else x
+        y = self.y_val if y is None else y
+        self.model.eval()
+        with torch.no_grad():
+            if self.amp is not None:
+                with torch.autocast(self.device.type, dtype=self.amp):
+                    out = self.model(x)
+            else:
+                out = self.model(x)
+            out = out.float()
+            loss = float(self.loss_fn(out, y))
+        if self.classify:
+            return {"loss": loss, **classification_metrics(out, y, self.ds.num_classes)}
+        resid = out.squeeze(-1) - y
+        mse = float((resid**2).mean())
+        var = float(((y - y.mean()) ** 2).mean()) or 1.0
+        s = self.split.y_std
+        return {"loss": loss, "mse": mse * s * s, "mae": float(resid.abs().mean()) * s, "r2": 1.0 - mse / var}
+
+    def evaluate_test(self) -> dict[str, float]:
+        x, y = (torch.from_numpy(np.array(a)).to(self.device) for a in (self.split.x_test, self.split.y_test))
+        return self.evaluate(x, y)
+
+    def latency_us(self) -> float:
+        """Inference time per sample in microseconds (batched over the validation part, best of 3)."""
+        self.model.eval()
+        with torch.no_grad():
+            self.model(self.x_val)
+            best = math.inf
+            for _ in range(3):
+                t0 = time.perf_counter()
+                self.model(self.x_val)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                best = min(best, time.perf_counter() - t0)
+        return best / len(self.x_val) * 1e6
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "generator": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state.get("schedule", {}))
+        if "generator" in state:
+            self.gen.set_state(state["generator"])
+
+    def apply_hyperparams(self, old: dict[str, float]) -> None:
+        """Use this config's lr, weight decay and momentum after loading another config's state (PBT).
+
+        The optimizer state restored from a checkpoint carries the old values; the learning rate
+        keeps its place in the schedule, rescaled by new lr / old lr.
+        """
+        cfg = self.cfg
+        ratio = cfg.lr / old["lr"] if old.get("lr") else 1.0
+        for g in self.optimizer.param_groups:
+            for k in _LR_KEYS:
+                if isinstance(g.get(k), float):
+                    g[k] *= ratio
+            g["weight_decay"] = cfg.weight_decay
+            if cfg.optimizer == "sgd":
+                g["momentum"] = cfg.momentum
+        sched = self.schedule.sched
+        if sched is not None and hasattr(sched, "base_lrs"):
+            sched.base_lrs = [b * ratio for b in sched.base_lrs]
+        if sched is not None and hasattr(sched, "min_lrs"):
+            sched.min_lrs = [m * ratio for m in sched.min_lrs]
+
+
+def _fold_metrics(vals: list[dict[str, float]]) -> dict[str, float]:
+    if len(vals) == 1:
+        return {f"val_{k}": v for k, v in vals[0].items()}
+    out: dict[str, float] = {}
+    for k in vals[0]:
+        xs = [v[k] for v in vals]
+        out[f"val_{k}"] = float(np.mean(xs))
+        out[f"val_{k}_std"] = float(np.std(xs))
+        out.update({f"val_{k}_fold{i}": x for i, x in enumerate(xs)})
+    return out
+
+
+class TaskRun:
+    """One trial of the built-in task: its trainer(s), the epoch loop and the metrics it reports."""
+
+    def __init__(self, config: dict[str, Any], data: Dataset | None = None, threads: int | None = None,
+                 device: torch.device | None = None, refit: bool = False) -> None:
+        self.config = dict(config)
+        self.cfg = cfg = TaskConfig.from_config(config)
+        if threads:
+            torch.set_num_threads(max(1, threads))  # follow the trial's CPU allotment: no oversubscription
+        self.device = device or torch.device("cpu")
+        self.ds: Dataset = data if data is not None and matches(data, config) else load_dataset(
+            DataSpec.from_config(config))
+        splits = [self.ds.refit_split()] if refit else self.ds.splits(cfg.cv_folds)
+        self.trainers = [Trainer(cfg, self.config, self.ds, s, self.device, fold=i) for i, s in enumerate(splits)]
+        self.epoch = 0
+        self.train_time_s = 0.0
+        self.latency: float | None = None
+
+    def hyperparams(self) -> dict[str, float]:
+        return {"lr": self.cfg.lr, "weight_decay": self.cfg.weight_decay, "momentum": self.cfg.momentum}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"folds": [t.state_dict() for t in self.trainers], "epoch": self.epoch,
+                "train_time_s": self.train_time_s, "hyperparams": self.hyperparams()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for t, s in zip(self.trainers, state["folds"], strict=True):
+            t.load_state_dict(s)
+            if state.get("hyperparams") != self.hyperparams():
+                t.apply_hyperparams(state.get("hyperparams", {}))
+        self.epoch = state["epoch"]
+        self.train_time_s = state.get("train_time_s", 0.0)
+
+    def epochs(self) -> Iterator[dict[str, Any]]:
+        """Train epoch after epoch, yielding each epoch's metrics; stops after a diverged or patience end."""
+        cfg = self.cfg
+        best_val, since_best = math.inf, 0
+        param_count = self.trainers[0].param_count
+        while self.epoch < cfg.epochs:
+            self.epoch += 1
+            t0 = time.perf_counter()
+            train_losses = [t.train_epoch() for t in self.trainers]
+            elapsed = time.perf_counter() - t0
+            self.train_time_s += elapsed
+            vals = [t.evaluate() for t in self.trainers]
+            if self.latency is None:
+                self.latency = self.trainers[0].latency_us()
+            metrics: dict[str, Any] = {
+                "train_loss": float(np.mean(train_losses)), "epoch_time_s": elapsed,
+                "lr": self.trainers[0].optimizer.param_groups[0]["lr"], "param_count": param_count,
+                "train_time_s": self.train_time_s, "latency_us": self.latency, **_fold_metrics(vals),
+            }
+            val_loss = metrics["val_loss"]
+            if not (math.isfinite(metrics["train_loss"]) and math.isfinite(val_loss)):
+                yield {**metrics, "diverged": 1}
+                return
+            for t, v in zip(self.trainers, vals, strict=True):
+                t.schedule.after_epoch(v["loss"])
+            best_val, since_best = (val_loss, 0) if val_loss < best_val else (best_val, since_best + 1)
+            if cfg.patience and since_best >= cfg.patience and self.epoch < cfg.epochs:
+                yield {**metrics, "early_stopped": 1}  # patience ran out: this trial ends here
+                return
+            yield metrics
+
+    @property
+    def model(self) -> nn.Module:
+        return self.trainers[0].model
+
+
+def fit(config: dict[str, Any], data: Dataset | None = None, threads: int | None = None,
+        refit: bool = False) -> tuple[TaskRun, list[dict[str, Any]]]:
+    """Train the built-in task in this process (no Ray); returns the run and its per-epoch metrics.
+
+    Example:
+        >>> run, history = fit({"dataset": "iris", "epochs": 2, "hidden": 8})
+        >>> len(history), "val_accuracy" in history[-1]
+        (2, True)
+    """
+    run = TaskRun(config, data, threads, refit=refit)
+    return run, list(run.epochs())
+
+
+def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1) -> None:
+    """Ray Tune function trainable for the built-in task: reports metrics every epoch.
+
+    Reports ``train_loss``, ``val_loss``, the task's validation metrics, ``epoch_time_s``,
+    ``lr`` and the cost metrics ``param_count``, ``train_time_s`` and ``latency_us``. A NaN/inf
+    loss ends the trial with ``diverged = 1``. Resumes from the trial's last checkpoint when
+    there is one (a retry, a resumed search, HyperBand, or PBT continuing another trial's model
+    with this trial's mutated learning rate and weight decay).
     """
     from ray import tune
 
     from hpo.session import report
 
-    cfg = TaskConfig.from_config(config)
-    torch.set_num_threads(max(1, threads))  # follow the trial's CPU allotment: no oversubscription
-    torch.manual_seed(cfg.seed)
-    device = _device()
-    ds = data if data is not None and data.name == cfg.dataset else load_dataset(
-        cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction
-    )
-    with warnings.catch_warnings():
-        # Arrays from Ray's object store are read-only and shared by the node's trials; never written.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        arrays = (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
-        x_tr, y_tr, x_val, y_val = (torch.from_numpy(a).to(device) for a in arrays)
-    classify = ds.task == "classification"
-    model = build_model(cfg, ds.num_features, ds.num_classes if classify else 1, ds.image_shape).to(device)
-    optimizer = build_optimizer(cfg, model.parameters())
-    n, bs = len(x_tr), cfg.batch_size
-    schedule = Schedule(cfg, optimizer, math.ceil(n / bs))
-    loss_fn = loss_function(cfg.loss, classify)
-    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
-
-    start = 1
+    run = TaskRun(config, data, threads, device_for_trial())
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, "state.pt"), map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state.get("schedule", {}))
-        start = state["epoch"] + 1
-
-    gen = torch.Generator().manual_seed(cfg.seed)
-    best_val, since_best = math.inf, 0
-    for epoch in range(start, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        perm = torch.randperm(n, generator=gen).to(device)
-        total = 0.0
-        for i in range(0, n, bs):
-            idx = perm[i : i + bs]
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x_tr[idx]), y_tr[idx])
-            if cfg.l1:
-                loss = loss + cfg.l1 * sum(w.abs().sum() for w in weights)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            schedule.after_batch()
-            total += loss.item() * len(idx)
-        train_loss = total / n
-        val = _metrics(model, x_val, y_val, ds, loss_fn)
-        metrics = {"train_loss": train_loss, "epoch_time_s": time.perf_counter() - t0,
-                   "lr": optimizer.param_groups[0]["lr"]}
-        metrics.update({f"val_{k}": v for k, v in val.items()})
-        if not (math.isfinite(train_loss) and math.isfinite(val["loss"])):
-            report({**metrics, "diverged": 1})
-            return
-        schedule.after_epoch(val["loss"])
-        best_val, since_best = (val["loss"], 0) if val["loss"] < best_val else (best_val, since_best + 1)
-        if cfg.patience and since_best >= cfg.patience and epoch < cfg.epochs:
-            report({**metrics, "early_stopped": 1})  # patience ran out: this trial ends here
-            return
-        if cfg.checkpoint_freq and (epoch % cfg.checkpoint_freq == 0 or epoch == cfg.epochs):
+            run.load_state_dict(torch.load(os.path.join(d, "state.pt"), map_location=run.device, weights_only=False))
+    freq = run.cfg.checkpoint_freq
+    for metrics in run.epochs():
+        last = run.epoch == run.cfg.epochs or "diverged" in metrics or "early_stopped" in metrics
+        if freq and (run.epoch % freq == 0 or last) and "diverged" not in metrics:
             with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
-                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "schedule": schedule.state_dict(), "epoch": epoch}
-                torch.save(state, os.path.join(tmp, "state.pt"))
+                torch.save(run.state_dict(), os.path.join(tmp, "state.pt"))
                 report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
         else:
             report(metrics)

@@ -49,8 +49,23 @@ class _SmallCNN(nn.Module):
         return self.head(self.features(x.view(x.shape[0], *self.image_shape)))
 
 
-def build_model(cfg: TaskConfig, n_in: int, n_out: int, image_shape: Any = None) -> nn.Module:
-    """The model named by ``cfg.model`` for ``n_in`` features and ``n_out`` outputs."""
+def build_model(cfg: TaskConfig, n_in: int, n_out: int, image_shape: Any = None,
+                config: dict[str, Any] | None = None) -> nn.Module:
+    """The model named by ``cfg.model`` for ``n_in`` features and ``n_out`` outputs.
+
+    ``cfg.model`` may be an import path ``package.module:function``: the function gets the
+    trial's config and returns an ``nn.Module``; it is also given ``num_features``,
+    ``num_outputs`` and ``image_shape`` when its signature takes them.
+    """
+    if ":" in cfg.model:
+        from hpo._imports import accepts, import_callable
+
+        fn = import_callable(cfg.model, "task.model")
+        extra = {"num_features": n_in, "num_outputs": n_out, "image_shape": image_shape}
+        model = fn(dict(config or {}), **{k: v for k, v in extra.items() if accepts(fn, k)})
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"task.model {cfg.model!r} must return a torch.nn.Module, got {type(model).__name__}")
+        return model
     if cfg.model == "mlp":
         return _mlp(cfg, n_in, n_out)
     if cfg.model == "cnn":

@@ -8,16 +8,16 @@ from typing import Any
 
 from hpo.errors import HpoConfigError
 
-DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes", "synthetic_classification", "synthetic_regression")
-REGRESSION_DATASETS = ("diabetes", "synthetic_regression")
-BINARY_DATASETS = ("breast_cancer",)
 MODELS = ("mlp", "cnn", "linear", "logistic")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
 LOSSES = ("auto", "cross_entropy", "mse", "mae", "huber")
-_NAMED = {"dataset": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "activation": ACTIVATIONS,
-          "schedule": SCHEDULES, "loss": LOSSES}
+PROBLEMS = ("auto", "classification", "regression")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_NAMED = {"model": MODELS, "optimizer": OPTIMIZERS, "activation": ACTIVATIONS, "schedule": SCHEDULES,
+          "loss": LOSSES, "problem": PROBLEMS, "precision": PRECISIONS}
+_IMPORTABLE = ("model", "train_step")  # may name 'package.module:function' instead of a built-in
 
 
 @dataclass
@@ -25,7 +25,11 @@ class TaskConfig:
     """Everything the built-in trainable reads from a trial's config (task defaults + sampled values)."""
 
     dataset: str = "digits"
+    target: str | None = None
+    problem: str = "auto"
+    image_shape: list[int] | None = None
     model: str = "mlp"
+    train_step: str | None = None
     epochs: int = 10
     batch_size: int = 64
     optimizer: str = "adam"
@@ -52,6 +56,11 @@ class TaskConfig:
     test_fraction: float = 0.2
     seed: int = 0
     checkpoint_freq: int = 0
+    cv_folds: int = 0
+    augment_shift: float = 0.0
+    augment_rotate: float = 0.0
+    precision: str = "fp32"
+    test_best: bool = True
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -64,20 +73,46 @@ class TaskConfig:
 
 
 def _check_name(key: str, field: str, value: Any) -> None:
+    if field in _IMPORTABLE and isinstance(value, str) and ":" in value:
+        from hpo._imports import import_callable
+
+        import_callable(value, key)
+        return
+    if field == "train_step":
+        if value is not None:
+            raise HpoConfigError(key, "must be an import path 'package.module:function'", value)
+        return
     valid = _NAMED[field]
     if value not in valid:
         close = difflib.get_close_matches(str(value), valid, n=1)
         hint = f"Did you mean {close[0]!r}?" if close else None
-        raise HpoConfigError(key, f"must be one of {list(valid)}", value, hint)
+        more = " or an import path 'package.module:function'" if field in _IMPORTABLE else ""
+        raise HpoConfigError(key, f"must be one of {list(valid)}{more}", value, hint)
 
 
-def validate_task(task: dict[str, Any], space_values: dict[str, list[Any] | None]) -> None:
-    """Check the built-in task's keys and names, including every value the space can take.
+def _int_setting(task: dict[str, Any], key: str, low: int, default: int) -> int:
+    v = task.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise HpoConfigError(f"task.{key}", f"must be an integer >= {low}", v)
+    return v
+
+
+def validate_task(task: dict[str, Any], space_values: dict[str, list[Any] | None], metrics: list[str] | None = None,
+                  gpu: float = 0.0) -> Any:
+    """Check the built-in task before launch and load its data set; returns the loaded ``Dataset``.
+
+    Checks every key and name (including every value the space can take), that the data loads
+    (files exist, the target column is there, features are numeric, import paths resolve),
+    that losses, models and augmentation fit the data, and that ``metrics`` are reported.
 
     Args:
         task: the experiment's ``task`` mapping.
         space_values: parameter name -> its finite values (None for numeric ranges).
+        metrics: the metrics the search optimizes.
+        gpu: the GPU share each trial reserves.
     """
+    from hpo.train.data import DataSpec, load_dataset
+
     known = TaskConfig.keys()
     for where, keys in (("task", list(task)), ("space", list(space_values))):
         for k in keys:
@@ -87,20 +122,73 @@ def validate_task(task: dict[str, Any], space_values: dict[str, list[Any] | None
                     f"{where}.{k}", f"is not a setting of the built-in task; valid: {known}", k,
                     f"Did you mean {close[0]!r}?" if close else None,
                 )
-    for field in _NAMED:
+    for field in (*_NAMED, "train_step"):
         if field in task:
             _check_name(f"task.{field}", field, task[field])
         for v in space_values.get(field) or []:
             _check_name(f"space.{field}", field, v)
-    datasets = {task.get("dataset", TaskConfig.dataset), *(space_values.get("dataset") or [])}
+    _int_setting(task, "epochs", 1, TaskConfig.epochs)
+    folds = _int_setting(task, "cv_folds", 0, 0)
+    if folds == 1:
+        raise HpoConfigError("task.cv_folds", "must be 0 (a single validation split) or at least 2", 1)
+    for key in ("val_fraction", "test_fraction"):
+        v = task.get(key, 0.2)
+        if not isinstance(v, (int, float)) or not 0 < v < 0.5:
+            raise HpoConfigError(f"task.{key}", "must be a fraction between 0 and 0.5", v)
+    precisions = {task.get("precision", "fp32"), *(space_values.get("precision") or [])}
+    if gpu <= 0 and "fp16" in precisions:
+        raise HpoConfigError("task.precision", "fp16 needs a GPU (resources.gpu > 0)", "fp16",
+                             "Use bf16 on CPU, or give each trial a GPU share.")
+
+    base = {k: v for k, v in task.items() if k in known}
+    names = [task.get("dataset", TaskConfig.dataset), *(space_values.get("dataset") or [])]
+    loaded = {}
+    for name in dict.fromkeys(names):
+        loaded[name] = load_dataset(DataSpec.from_config({**base, "dataset": name}))
+    first = loaded[names[0]]
+
     losses = {task.get("loss", "auto"), *(space_values.get("loss") or [])}
-    regression = datasets & set(REGRESSION_DATASETS)
+    regression = sorted(n for n, d in loaded.items() if d.task == "regression")
     if regression and "cross_entropy" in losses:
         raise HpoConfigError("task.loss", "cross_entropy needs a classification data set", "cross_entropy",
-                             f"Regression data sets here: {sorted(regression)}; use mse, mae or huber.")
-    if datasets - set(REGRESSION_DATASETS) and losses & {"mse", "mae", "huber"}:
+                             f"Regression data sets here: {regression}; use mse, mae or huber.")
+    if len(regression) < len(loaded) and losses & {"mse", "mae", "huber"}:
         raise HpoConfigError("task.loss", "mse, mae and huber need a regression data set",
                              sorted(losses & {"mse", "mae", "huber"}), "Classification uses cross_entropy (auto).")
-    epochs = task.get("epochs", TaskConfig.epochs)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise HpoConfigError("task.epochs", "must be an integer >= 1", epochs)
+    models = {task.get("model", "mlp"), *(space_values.get("model") or [])}
+    flat = sorted(n for n, d in loaded.items() if d.image_shape is None)
+    if flat and "cnn" in models:
+        raise HpoConfigError("task.model", "cnn needs image data (digits, or task.image_shape for your own data)",
+                             "cnn", f"Data sets without an image shape: {flat}")
+    augments = [k for k in ("augment_shift", "augment_rotate") if task.get(k) or k in space_values]
+    if flat and augments:
+        raise HpoConfigError(f"task.{augments[0]}", "augmentation needs image data (digits, or task.image_shape)",
+                             task.get(augments[0]), f"Data sets without an image shape: {flat}")
+    if metrics:
+        allowed = reported_metrics(list(loaded.values()), folds)
+        for m in metrics:
+            if m not in allowed:
+                close = difflib.get_close_matches(m, sorted(allowed), n=1)
+                raise HpoConfigError("metric", f"the built-in task reports only {sorted(allowed)}", m,
+                                     f"Did you mean {close[0]!r}?" if close else None)
+    return first
+
+
+COST_METRICS = ("param_count", "train_time_s", "latency_us")
+
+
+def reported_metrics(datasets: list[Any], cv_folds: int = 0) -> set[str]:
+    """The metric names the built-in task reports on every trial for these data sets."""
+    per_set = []
+    for ds in datasets:
+        if ds.task == "regression":
+            per_set.append({"loss", "mse", "mae", "r2"})
+        else:
+            per_set.append({"loss", "accuracy", "f1", "precision", "recall"} | ({"roc_auc"} if ds.num_classes == 2
+                                                                                else set()))
+    val = set.intersection(*per_set) if per_set else {"loss"}
+    out = {"train_loss", "epoch_time_s", "lr", *COST_METRICS} | {f"val_{m}" for m in val}
+    if cv_folds >= 2:
+        out |= {f"val_{m}_std" for m in val}
+        out |= {f"val_{m}_fold{i}" for m in val for i in range(cv_folds)}
+    return out

@@ -1,0 +1,42 @@
+"""Resolving ``package.module:function`` import paths named in experiment files."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from hpo.errors import HpoConfigError
+
+
+def import_callable(path: str, key: str = "trainable") -> Any:
+    """Resolve ``package.module:function``, with an error naming ``key`` if it does not.
+
+    Example:
+        >>> import_callable("os.path:join")("a", "b")
+        'a/b'
+    """
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise HpoConfigError(key, "must be an import path 'package.module:function'", path)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HpoConfigError(key, "must name an importable module", path, f"Import failed: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise HpoConfigError(key, f"must name an attribute of module {module_name!r}", path)
+    if not callable(obj):
+        raise HpoConfigError(key, "must name a callable", path)
+    return obj
+
+
+def accepts(fn: Any, name: str) -> bool:
+    """Whether ``fn`` takes an argument called ``name`` (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
