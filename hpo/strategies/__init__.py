@@ -113,7 +113,7 @@ def build_strategy(
         # runner hands it the space as Ray domains. Random sampling, seeded.
         from ray.tune.search import BasicVariantGenerator
 
-        searcher = BasicVariantGenerator(random_state=spec.seed)
+        searcher: Any = BasicVariantGenerator(random_state=spec.seed)
     elif searcher_info.kind == "sampler":
         from hpo.strategies._optuna import OptunaSearcher
 

@@ -96,6 +96,7 @@ class MlflowTracker(Callback):
         self._logged_step: dict[str, int] = {}  # trial id -> last step already in MLflow
         self._params: dict[str, dict[str, str]] = {}  # trial id -> params already in MLflow (never changed)
         self._config: dict[str, dict[str, Any]] = {}  # trial id -> its current config
+        self._jumps: dict[str, list[str]] = {}  # trial id -> PBT step jumps ("2->7")
         self._queue: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -277,6 +278,12 @@ class MlflowTracker(Callback):
                     continue  # already in MLflow (a restored trial replays from its checkpoint)
                 ts = int(payload.get("timestamp", time.time()) * 1000)
                 values = trial_metrics(payload)
+                prev = steps.get(tid, self._logged_step.get(tid, 0))
+                if self.hparam_schedule and prev and step > prev + 1:
+                    # PBT: this trial continued from a better trial's later checkpoint.
+                    jumps = self._jumps.setdefault(tid, [])
+                    jumps.append(f"{prev}->{step}")
+                    tags.setdefault(tid, {})["hpo.pbt.jumps"] = ",".join(jumps)
                 if self.hparam_schedule:
                     values.update({f"hp.{k}": float(v) for k, v in self._config.get(tid, {}).items()
                                    if isinstance(v, (int, float)) and not isinstance(v, bool)})

@@ -114,9 +114,11 @@ def validate_task(task: dict[str, Any], space_values: dict[str, list[Any] | None
     from hpo.train.data import DataSpec, load_dataset
 
     known = TaskConfig.keys()
+    # Keys the built-in task does not know are for the user's model or training step, if there is one.
+    user_code = any(":" in str(v) for f in _IMPORTABLE for v in [task.get(f), *(space_values.get(f) or [])])
     for where, keys in (("task", list(task)), ("space", list(space_values))):
         for k in keys:
-            if k not in known:
+            if k not in known and not user_code:
                 close = difflib.get_close_matches(k, known, n=1)
                 raise HpoConfigError(
                     f"{where}.{k}", f"is not a setting of the built-in task; valid: {known}", k,
