@@ -178,3 +178,8 @@ def test_task_checks_precision_models_and_metrics():
     with pytest.raises(HpoConfigError, match="task.cv_folds: must be 0"):
         validate_task({"cv_folds": 1}, {})
     validate_task({"dataset": "breast_cancer", "cv_folds": 3}, {}, ["val_roc_auc_std", "val_f1_fold2", "latency_us"])
+
+
+def test_bf16_autocast_trains_on_cpu():
+    run, history = fit({"dataset": "digits", "epochs": 2, "hidden": 32, "precision": "bf16"})
+    assert run.trainers[0].amp is not None and history[-1]["val_accuracy"] > 0.5
