@@ -85,6 +85,8 @@ class TrackingConfig(_Strict):
     experiment_name: str | None = None
     flush_interval_s: float = Field(2.0, gt=0, description="Seconds between batched writes")
     flush_timeout_s: float = Field(120.0, ge=0, description="How long the search's end waits for a down server")
+    log_model: bool = Field(True, description="Built-in task: log the best model as an MLflow PyTorch model")
+    register_model: str | None = Field(None, description="Also register it in the model registry under this name")
 
 
 class Experiment(_Strict):

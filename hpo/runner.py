@@ -197,7 +197,8 @@ def _tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: str | 
     return MlflowTracker(uri, exp.tracking.experiment_name or exp.name, run_dir.name, str(run_dir / STATE_FILE),
                          outcomes, parent_params=params, parent_tags=tags, artifacts=artifacts,
                          flush_interval_s=exp.tracking.flush_interval_s, flush_timeout_s=exp.tracking.flush_timeout_s,
-                         hparam_schedule=spec.scheduler == "pbt")
+                         hparam_schedule=spec.scheduler == "pbt", log_model=exp.tracking.log_model,
+                         register_model=exp.tracking.register_model)
 
 
 def _space_hash(exp: Experiment) -> str:

@@ -21,16 +21,33 @@ def _run(name: str, tmp_path: Path, address: str, *extra: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_quickstart_keeps_the_best_model_tests_it_and_exports_it(tmp_path, ray_address):
-    s = _run("quickstart", tmp_path, ray_address)
+def test_quickstart_keeps_the_best_model_tests_it_logs_registers_and_exports_it(tmp_path, ray_address):
+    s = _run("quickstart", tmp_path, ray_address, "--set", "tracking.register_model=digits-mlp")
     assert s["best_metric"] >= 0.95
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        uri = s["best_model"]["mlflow_model_uri"]
+        logged = mlflow.pytorch.load_model(uri)
+        info = mlflow.models.get_model_info(uri)
+        shape = info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]
+        assert tuple(shape) == (-1, 64)
+        versions = mlflow.tracking.MlflowClient().search_model_versions("name='digits-mlp'")
+        assert len(versions) == 1 and versions[0].run_id == s["parent_run_id"]
+        parent = mlflow.tracking.MlflowClient().get_run(s["parent_run_id"]).data
+        assert parent.metrics["test_accuracy"] == pytest.approx(s["test_metrics"]["test_accuracy"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    raw = torch.tensor(digits.data, dtype=torch.float32)
+    assert (logged(raw).argmax(1).numpy() == digits.target).mean() > 0.9
     assert s["test_metrics"]["test_accuracy"] > 0.9
     assert s["best_model"]["source"] == "retrained" and s["best_model"]["reproduced"] is True
     out = tmp_path / "exported"
     hpo_cli("export", s["storage_path"], "--out", str(out), cwd=tmp_path)
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
     program = torch.export.load(out / "model.pt2")
     pred = program.module()(torch.tensor(digits.data, dtype=torch.float32)).argmax(1).numpy()
     assert (pred == digits.target).mean() > 0.9

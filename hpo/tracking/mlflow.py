@@ -74,6 +74,8 @@ class MlflowTracker(Callback):
         flush_interval_s: float = 2.0,
         flush_timeout_s: float = 120.0,
         hparam_schedule: bool = False,
+        log_model: bool = True,
+        register_model: str | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -86,6 +88,8 @@ class MlflowTracker(Callback):
         self.flush_interval_s = flush_interval_s
         self.flush_timeout_s = flush_timeout_s
         self.hparam_schedule = hparam_schedule  # PBT: configs change mid-trial; log hp.<name> per step
+        self.log_model = log_model
+        self.register_model = register_model
         self._reset()
 
     def _reset(self) -> None:
@@ -107,7 +111,8 @@ class MlflowTracker(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment_name", "run_name", "state_path", "outcomes", "parent_params",
-                "parent_tags", "artifacts", "flush_interval_s", "flush_timeout_s", "hparam_schedule")
+                "parent_tags", "artifacts", "flush_interval_s", "flush_timeout_s", "hparam_schedule",
+                "log_model", "register_model")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -329,6 +334,33 @@ class MlflowTracker(Callback):
             all_plots(results, d)
             self.client.log_artifacts(parent, tmp)
 
+    def _log_best_model(self, parent: str, info: dict[str, Any]) -> None:
+        """The best trial's model as an MLflow PyTorch model (raw features in), with its signature."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+
+        from hpo.train.best import load_model
+
+        model = load_model(info["path"])
+        example = torch.load(info["path"], map_location="cpu", weights_only=False)["example"]
+        with torch.no_grad():
+            output = model(torch.as_tensor(example)).numpy()
+        signature = mlflow.models.infer_signature(example, output)
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            with mlflow.start_run(run_id=parent, nested=mlflow.active_run() is not None):
+                logged = mlflow.pytorch.log_model(
+                    model, name="best_model", signature=signature, input_example=example,
+                    registered_model_name=self.register_model, await_registration_for=60,
+                )
+        finally:
+            mlflow.set_tracking_uri(previous)
+        info["mlflow_model_uri"] = logged.model_uri
+        self._log_batch(parent, tags={"hpo.best_model_uri": logged.model_uri,
+                                      "hpo.best_trial_id": str(info.get("trial_id"))})
+
     def _terminate(self, run_id: str, status: str) -> None:
         """End a run in one request (``MlflowClient.set_terminated`` also fetches the run to print
         its URL on stdout, which would interleave with ``--json`` output)."""
@@ -400,6 +432,17 @@ class MlflowTracker(Callback):
 
                 self._log_batch(parent, metrics=[Metric(name, float(metric), int(time.time() * 1000), 0)])
             self.client.log_text(parent, json.dumps(summary, indent=2, default=str), "summary.json")
+            info = getattr(results, "best_model_info", None)
+            tested = (info or {}).get("test_metrics") or {}
+            if tested:  # the best trial's held-out test scores, on the search's run
+                from mlflow.entities import Metric
+
+                now = int(time.time() * 1000)
+                done = self.client.get_run(parent).data.metrics
+                self._log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in tested.items()
+                                                 if done.get(k) != v and math.isfinite(v)])
+            if info and self.log_model:
+                self._log_best_model(parent, info)
             self._terminate(parent, "FAILED" if failed else "FINISHED")
         except Exception as exc:
             log.warning("MLflow could not record the search summary: %s", exc)
