@@ -107,6 +107,8 @@ class Experiment(_Strict):
     address: str | None = None
     tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig())
     max_failures: int = Field(0, ge=0)
+    keep_checkpoints: int | None = Field(None, ge=1, description="Checkpoints kept per trial: the best by the "
+                                         "metric plus always the latest (default 2; 4 with PBT)")
 
     @field_validator("space", mode="before")
     @classmethod

@@ -347,7 +347,12 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
                     stop=collector,
                     verbose=0,
                     failure_config=tune.FailureConfig(max_failures=exp.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    checkpoint_config=tune.CheckpointConfig(
+                        num_to_keep=exp.keep_checkpoints or (4 if exp.strategy.scheduler == "pbt" else 2),
+                        # top-k by the metric; Ray always keeps the latest too, so retries resume from it
+                        checkpoint_score_attribute=exp.metrics[0] if single else None,
+                        checkpoint_score_order=exp.modes[0] if single else "max",
+                    ),
                 ),
             )
         if tracker is not None:

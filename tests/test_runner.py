@@ -155,3 +155,13 @@ def test_readme_python_example_runs(in_tmp, ray_address):
     results = namespace["results"]
     assert len(results.trials) == 12 and results.best_config is not None
     assert results.parent_run_id and (in_tmp / "mlflow.db").exists()
+
+
+def test_keep_checkpoints_keeps_the_best_and_always_the_latest(tmp_path, ray_address):
+    results = _run(tmp_path, ray_address, trainable="hpo.train:train", space={"lr": Float(1e-3, 0.3, log=True)},
+                   task={"dataset": "iris", "epochs": 6, "hidden": 8, "checkpoint_freq": 1, "test_best": False},
+                   metric="val_loss", num_samples=2, keep_checkpoints=1)
+    for t in results.trials:
+        kept = sorted(Path(t.checkpoint).parent.glob("checkpoint_*"))
+        assert Path(t.checkpoint) in kept and kept[-1].name == "checkpoint_000005"  # the latest: epoch 6
+        assert 1 <= len(kept) <= 2  # plus the best by val_loss when that is an earlier epoch
