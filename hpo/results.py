@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpo._trials import error_text, trial_metrics
-from hpo.session import NODE_KEY
+from hpo.session import GPU_KEY, NODE_KEY
 
 __all__ = ["Results", "TrialRecord"]
 
@@ -25,6 +25,9 @@ class TrialRecord:
     pruned_at: int | None = None
     node: str | None = None
     checkpoint: str | None = None  # the trial's latest checkpoint directory, if it kept one
+    rung: int | None = None  # highest ASHA rung reached (0 = the first), None without ASHA
+    rung_epoch: int | None = None  # that rung's epoch
+    gpu: str | None = None  # the GPU(s) the trial ran on ("none" on CPU)
 
 
 @dataclass
@@ -68,7 +71,8 @@ class Results:
 
     @classmethod
     def from_trials(cls, trials: list[Any], name: str, metrics: list[str], modes: list[str],
-                    pruned: dict[str, int], storage_path: str, **kw: Any) -> Results:
+                    pruned: dict[str, int], storage_path: str, rungs: dict[str, tuple[int, int]] | None = None,
+                    **kw: Any) -> Results:
         """Build from Ray Tune ``Trial`` objects (as a callback's ``on_experiment_end`` sees them)."""
         records = []
         for tr in trials:
@@ -88,6 +92,8 @@ class Results:
                 steps=int(last.get("training_iteration", 0)), error=err, pruned_at=pruned.get(tid),
                 node=last.get(NODE_KEY) or last.get("node_ip"),
                 checkpoint=getattr(getattr(tr, "checkpoint", None), "path", None),
+                rung=(rungs or {}).get(tid, (None, None))[0], rung_epoch=(rungs or {}).get(tid, (None, None))[1],
+                gpu=last.get(GPU_KEY),
             ))
         records.sort(key=lambda t: t.trial_id)
         return cls(name, metrics, modes, records, storage_path, **kw)

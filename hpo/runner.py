@@ -364,6 +364,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
         finally:
             results = Results.from_trials(
                 collector.trials, exp.name, exp.metrics, exp.modes, outcomes.as_dict(), str(run_dir),
+                rungs=outcomes.rungs(),
                 study=getattr(collector.searcher, "study", None),
             )
             if not failed and exp.is_builtin and exp.task.get("test_best", True) and results.best_trial:

@@ -68,8 +68,13 @@ def test_run_json_on_cluster_prints_summary_line_and_uses_both_nodes(tmp_path, r
         steps = [s for (s,) in db.execute("SELECT step FROM metrics WHERE run_uuid=? AND key='val_accuracy'",
                                           (run_id,))]
         assert steps and sorted(steps) == list(range(1, max(steps) + 1))
-        status = db.execute("SELECT value FROM tags WHERE run_uuid=? AND key='hpo.status'", (run_id,)).fetchone()
-        assert status[0] == "completed" or status[0].startswith("pruned at epoch")
+        tags = dict(db.execute("SELECT key, value FROM tags WHERE run_uuid=?", (run_id,)))
+        status = tags["hpo.status"]
+        assert status == "completed" or status.startswith("pruned at epoch")
+        # ASHA (grace 2, factor 3, 6 epochs): rungs at epochs 2 and 6; a pruned trial stopped at its rung
+        assert tags["hpo.rung_epoch"] == ("6" if status == "completed" else status.rsplit(" ", 1)[1])
+        assert tags["hpo.rung"] == {"2": "0", "6": "1"}[tags["hpo.rung_epoch"]]
+        assert tags["hpo.gpu"] == "none" and tags["hpo.node"]
         bookkeeping = {k for (k,) in db.execute("SELECT DISTINCT key FROM metrics WHERE run_uuid=?", (run_id,))}
         assert not bookkeeping & {"pid", "timestamp", "time_total_s", "training_iteration", "node_ip"}
 

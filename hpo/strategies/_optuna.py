@@ -121,6 +121,7 @@ class OptunaSearcher(Searcher):
             "trials": {tid: t.number for tid, t in self._trials.items()},
             "last": self._last,
             "pruned": self.outcomes.as_dict(),
+            "rungs": self.outcomes.rungs(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -133,7 +134,7 @@ class OptunaSearcher(Searcher):
             for tid, n in state["trials"].items()
         }
         self._last = state["last"]
-        self.outcomes.update(state["pruned"])
+        self.outcomes.update(state["pruned"], state.get("rungs"))
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:

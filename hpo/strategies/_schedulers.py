@@ -53,6 +53,28 @@ class ASHA(_RecordsPruning, AsyncHyperBandScheduler):
         self.outcomes, self.budget = outcomes, budget
         super().__init__(time_attr=TIME_ATTR, **kwargs)
 
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        bracket = self._trial_info.get(trial.trial_id)
+        decision = super().on_trial_result(tune_controller, trial, result)
+        self._note_rung(trial, bracket)
+        return decision
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        # A trial at max_t is stopped first and recorded at the top rung only here.
+        bracket = self._trial_info.get(trial.trial_id)
+        super().on_trial_complete(tune_controller, trial, result)
+        self._note_rung(trial, bracket)
+
+    def _note_rung(self, trial: Any, bracket: Any) -> None:
+        """The rung a trial reached: the highest milestone its result was recorded at."""
+        if bracket is None:
+            return
+        milestones = sorted(m for m, _ in bracket._rungs)
+        for milestone, recorded in bracket._rungs:  # Ray keeps a bracket's rungs highest first
+            if trial.trial_id in recorded:
+                self.outcomes.record_rung(trial.trial_id, milestones.index(milestone), int(milestone))
+                return
+
 
 class HyperBand(_RecordsPruning, HyperBandScheduler):
     def __init__(self, outcomes: TrialOutcomes, budget: int | None, **kwargs: Any) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from ray.tune import Callback
 
 from hpo._trials import error_text, trial_metrics
-from hpo.session import NODE_KEY
+from hpo.session import GPU_KEY, NODE_KEY, TIME_KEY
 from hpo.strategies import TrialOutcomes
 
 log = logging.getLogger("hpo.tracking")
@@ -281,7 +281,7 @@ class MlflowTracker(Callback):
                 step = int(payload.get("training_iteration", 0))
                 if step <= steps.get(tid, self._logged_step.get(tid, 0)):
                     continue  # already in MLflow (a restored trial replays from its checkpoint)
-                ts = int(payload.get("timestamp", time.time()) * 1000)
+                ts = int((payload.get(TIME_KEY) or payload.get("timestamp") or time.time()) * 1000)
                 values = trial_metrics(payload)
                 prev = steps.get(tid, self._logged_step.get(tid, 0))
                 if self.hparam_schedule and prev and step > prev + 1:
@@ -296,6 +296,8 @@ class MlflowTracker(Callback):
                     metrics.setdefault(tid, []).append(Metric(k, v if math.isfinite(v) else float("nan"), ts, step))
                 node = payload.get(NODE_KEY) or payload.get("node_ip")
                 tags.setdefault(tid, {}).update({"hpo.node": str(node), "hpo.last_step": str(step)})
+                if payload.get(GPU_KEY):
+                    tags[tid]["hpo.gpu"] = str(payload[GPU_KEY])
                 steps[tid] = step
             else:
                 ends[tid] = payload
@@ -309,6 +311,9 @@ class MlflowTracker(Callback):
             else:
                 text, run_status[tid] = "completed", "FINISHED"
             tags.setdefault(tid, {})["hpo.status"] = text
+            rung = self.outcomes.rung_of(tid)
+            if rung is not None:  # the highest ASHA rung the trial was recorded at
+                tags[tid].update({"hpo.rung": str(rung[0]), "hpo.rung_epoch": str(rung[1])})
         for tid in params.keys() | metrics.keys() | tags.keys():
             self._log_batch(self._child(tid), params=params.get(tid), metrics=metrics.get(tid), tags=tags.get(tid))
             if tid in params:

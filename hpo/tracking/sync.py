@@ -40,7 +40,9 @@ def sync_mlflow(name_or_path: str, storage_path: str = "hpo_results", tracking_u
     saved = json.loads(trials_file.read_text())["trials"] if trials_file.exists() else []
     records = {r["trial_id"]: TrialRecord(**r) for r in saved}
     outcomes = TrialOutcomes()
-    outcomes.update({tid: r.pruned_at for tid, r in records.items() if r.pruned_at is not None})
+    outcomes.update({tid: r.pruned_at for tid, r in records.items() if r.pruned_at is not None},
+                    {tid: (r.rung, r.rung_epoch) for tid, r in records.items()
+                     if r.rung is not None and r.rung_epoch is not None})
     tracker = _tracker(exp, run_dir, outcomes, tracking_uri or state.get("tracking_uri"))
     tracker.start()
     histories = _trial_histories(run_dir)
