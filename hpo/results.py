@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpo._trials import error_text, trial_metrics
-from hpo.session import GPU_KEY, NODE_KEY
+from hpo.session import GPU_KEY, NODE_KEY, STEP_KEY
 
 __all__ = ["Results", "TrialRecord"]
 
@@ -89,7 +89,7 @@ class Results:
                 status, err = "completed", None
             records.append(TrialRecord(
                 trial_id=tid, config=dict(tr.config or {}), metrics=m, status=status,
-                steps=int(last.get("training_iteration", 0)), error=err, pruned_at=pruned.get(tid),
+                steps=int(last.get(STEP_KEY, last.get("training_iteration", 0))), error=err, pruned_at=pruned.get(tid),
                 node=last.get(NODE_KEY) or last.get("node_ip"),
                 checkpoint=getattr(getattr(tr, "checkpoint", None), "path", None),
                 rung=(rungs or {}).get(tid, (None, None))[0], rung_epoch=(rungs or {}).get(tid, (None, None))[1],

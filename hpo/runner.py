@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -58,6 +59,23 @@ def builtin_task(exp: Experiment) -> dict[str, Any]:
     return task
 
 
+def report_plan(exp: Experiment) -> Any:
+    """The epochs the scheduler decides at, so the built-in task reports just those (and the
+    others along with them): FIFO none, ASHA its rungs, every other scheduler every epoch."""
+    from hpo.session import ReportPlan
+    from hpo.strategies import TrialOutcomes, get_strategy
+
+    info = get_strategy(exp.strategy.scheduler, "scheduler", "strategy.scheduler")
+    interval = exp.tracking.flush_interval_s / 2  # live enough for the MLflow writer's window
+    if info.name == "fifo":
+        return ReportPlan(frozenset(), interval)
+    if info.name == "asha":
+        asha = info.factory(TrialOutcomes(), exp.budget, **exp.strategy.scheduler_options)
+        # a rung at a fractional epoch (reduction factor 2.5) is decided at the next whole one
+        return ReportPlan(frozenset(math.ceil(m) for b in asha._brackets for m, _ in b._rungs), interval)
+    return ReportPlan(None)
+
+
 def _trainable(exp: Experiment, fn: Callable[..., Any] | None, data: Any) -> Any:
     from ray import tune
 
@@ -69,7 +87,8 @@ def _trainable(exp: Experiment, fn: Callable[..., Any] | None, data: Any) -> Any
         # Split once here (every fold too), put in Ray's object store once, read by every trial on every node.
         data.splits(int(task.get("cv_folds", 0)))
         threads = max(1, int(exp.resources.cpu))
-        return tune.with_resources(tune.with_parameters(train, data=data, threads=threads, task=task), resources)
+        return tune.with_resources(tune.with_parameters(train, data=data, threads=threads, task=task,
+                                                        plan=report_plan(exp)), resources)
     if fn is None:
         fn = exp.trainable if callable(exp.trainable) else import_callable(exp.trainable)
     return tune.with_resources(fn, resources)

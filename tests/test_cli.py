@@ -46,8 +46,10 @@ def test_validate_reports_bad_key_with_exit_code_2_and_writes_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_run_json_on_cluster_prints_summary_line_and_uses_both_nodes(tmp_path, ray_address):
+    # batch size 4: trials long enough (~1 s) that the second node's worker starts before the
+    # first node has run them all
     proc = hpo_cli("run", QUICKSTART, "--json", "--address", ray_address, "--set", "num_samples=6",
-                   "--set", "task.epochs=6", cwd=tmp_path)
+                   "--set", "task.epochs=6", "--set", "space.params.batch_size=4", cwd=tmp_path)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert JSON_KEYS <= set(summary)
     assert summary["num_trials"] == 6 and summary["nodes"] == 2

@@ -186,3 +186,10 @@ def test_bf16_autocast_trains_on_cpu():
     _, full = fit(cfg)
     assert run.trainers[0].amp is torch.bfloat16
     assert half[-1]["val_accuracy"] > 0.85 and abs(half[-1]["val_accuracy"] - full[-1]["val_accuracy"]) < 0.05
+
+
+def test_batch_norm_trains_when_the_last_batch_would_hold_one_sample():
+    # digits' training part has 1077 rows: batch size 4 leaves one row over, folded into the last batch
+    run, history = fit({"dataset": "digits", "model": "mlp", "batch_norm": True, "batch_size": 4, "epochs": 1,
+                        "hidden": 16, "depth": 1})
+    assert history[-1]["val_accuracy"] > 0.5

@@ -15,10 +15,9 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from hpo._trials import result_steps
 from hpo.space import SearchSpace
 from hpo.strategies._outcomes import TrialOutcomes
-
-STEP_KEY = "training_iteration"
 
 
 def _quiet_optuna() -> None:
@@ -84,12 +83,13 @@ class OptunaSearcher(Searcher):
     def _report(self, trial: Any, result: dict | None) -> None:
         if trial is None or result is None or len(self.metrics) != 1:
             return  # Optuna keeps intermediate values for single-objective studies only
-        value, step = result.get(self.metrics[0]), result.get(STEP_KEY)
-        if isinstance(value, (int, float)) and step is not None:
-            with warnings.catch_warnings():
-                # A restored trial may replay a step Optuna already holds; Optuna keeps the first.
-                warnings.simplefilter("ignore")
-                trial.report(float(value), int(step))
+        for step, entry in result_steps(result):
+            value = entry.get(self.metrics[0])
+            if isinstance(value, (int, float)) and step:
+                with warnings.catch_warnings():
+                    # A restored trial may replay a step Optuna already holds; Optuna keeps the first.
+                    warnings.simplefilter("ignore")
+                    trial.report(float(value), step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         from optuna.trial import TrialState

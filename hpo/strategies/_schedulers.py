@@ -18,6 +18,7 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
+from hpo._trials import with_epoch_step
 from hpo.errors import HpoConfigError
 from hpo.strategies._outcomes import TrialOutcomes
 
@@ -31,11 +32,12 @@ class _RecordsPruning:
     budget: int | None
 
     def _hpo_note(self, trial: Any, result: dict | None) -> None:
-        step = (result or getattr(trial, "last_result", None) or {}).get(TIME_ATTR)
+        step = with_epoch_step(result or getattr(trial, "last_result", None) or {}).get(TIME_ATTR)
         if step is not None and (self.budget is None or step < self.budget):
             self.outcomes.record_pruned(trial.trial_id, int(step))
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        result = with_epoch_step(result)
         decision = super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
         if decision == TrialScheduler.STOP:
             self._hpo_note(trial, result)
@@ -62,7 +64,7 @@ class ASHA(_RecordsPruning, AsyncHyperBandScheduler):
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         # A trial at max_t is stopped first and recorded at the top rung only here.
         bracket = self._trial_info.get(trial.trial_id)
-        super().on_trial_complete(tune_controller, trial, result)
+        super().on_trial_complete(tune_controller, trial, with_epoch_step(result) if result else result)
         self._note_rung(trial, bracket)
 
     def _note_rung(self, trial: Any, bracket: Any) -> None:

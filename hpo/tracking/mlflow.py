@@ -19,7 +19,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from hpo._trials import error_text, trial_metrics
+from hpo._trials import error_text, result_steps, trial_metrics
 from hpo.session import GPU_KEY, NODE_KEY, TIME_KEY
 from hpo.strategies import TrialOutcomes
 
@@ -278,27 +278,28 @@ class MlflowTracker(Callback):
                 if new:
                     params.setdefault(tid, {}).update(new)  # rides along with the trial's first batch
             elif kind == "result":
-                step = int(payload.get("training_iteration", 0))
-                if step <= steps.get(tid, self._logged_step.get(tid, 0)):
-                    continue  # already in MLflow (a restored trial replays from its checkpoint)
-                ts = int((payload.get(TIME_KEY) or payload.get("timestamp") or time.time()) * 1000)
-                values = trial_metrics(payload)
-                prev = steps.get(tid, self._logged_step.get(tid, 0))
-                if self.hparam_schedule and prev and step > prev + 1:
-                    # PBT: this trial continued from a better trial's later checkpoint.
-                    jumps = self._jumps.setdefault(tid, [])
-                    jumps.append(f"{prev}->{step}")
-                    tags.setdefault(tid, {})["hpo.pbt.jumps"] = ",".join(jumps)
-                if self.hparam_schedule:
-                    values.update({f"hp.{k}": float(v) for k, v in self._config.get(tid, {}).items()
-                                   if isinstance(v, (int, float)) and not isinstance(v, bool)})
-                for k, v in values.items():
-                    metrics.setdefault(tid, []).append(Metric(k, v if math.isfinite(v) else float("nan"), ts, step))
+                for step, entry in result_steps(payload):  # one result may carry several epochs
+                    prev = steps.get(tid, self._logged_step.get(tid, 0))
+                    if step <= prev:
+                        continue  # already in MLflow (a restored trial replays from its checkpoint)
+                    ts = int((entry.get(TIME_KEY) or entry.get("timestamp") or time.time()) * 1000)
+                    values = trial_metrics(entry)
+                    if self.hparam_schedule and prev and step > prev + 1:
+                        # PBT: this trial continued from a better trial's later checkpoint.
+                        jumps = self._jumps.setdefault(tid, [])
+                        jumps.append(f"{prev}->{step}")
+                        tags.setdefault(tid, {})["hpo.pbt.jumps"] = ",".join(jumps)
+                    if self.hparam_schedule:
+                        values.update({f"hp.{k}": float(v) for k, v in self._config.get(tid, {}).items()
+                                       if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                    for k, v in values.items():
+                        metrics.setdefault(tid, []).append(
+                            Metric(k, v if math.isfinite(v) else float("nan"), ts, step))
+                    steps[tid] = step
                 node = payload.get(NODE_KEY) or payload.get("node_ip")
-                tags.setdefault(tid, {}).update({"hpo.node": str(node), "hpo.last_step": str(step)})
+                tags.setdefault(tid, {}).update({"hpo.node": str(node), "hpo.last_step": str(steps.get(tid, 0))})
                 if payload.get(GPU_KEY):
                     tags[tid]["hpo.gpu"] = str(payload[GPU_KEY])
-                steps[tid] = step
             else:
                 ends[tid] = payload
         run_status: dict[str, str] = {}

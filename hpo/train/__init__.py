@@ -9,11 +9,12 @@ __all__ = ["TaskConfig", "train", "validate_task"]
 from hpo.train.task import TaskConfig, validate_task
 
 
-def train(config: dict[str, Any], data: Any = None, threads: int = 1, task: dict[str, Any] | None = None) -> None:
+def train(config: dict[str, Any], data: Any = None, threads: int = 1, task: dict[str, Any] | None = None,
+          plan: Any = None) -> None:
     """Ray Tune function trainable for the built-in task (torch is imported on first call).
 
     ``task`` holds the experiment's fixed settings; the trial's sampled ``config`` overrides them.
     """
     from hpo.train.loop import train as _train
 
-    _train({**(task or {}), **config}, data, threads)
+    _train({**(task or {}), **config}, data, threads, plan)

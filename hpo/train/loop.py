@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpo.session import ReportPlan
 from hpo.train.data import Dataset, DataSpec, Split, load_dataset, matches
 from hpo.train.models import build_model
 from hpo.train.optim import Schedule, build_optimizer
@@ -139,8 +140,10 @@ class Trainer:
         total = torch.zeros((), device=self.device)  # summed on the device: no sync per batch
         shape = self.ds.image_shape
         augment = shape is not None and (cfg.augment_shift > 0 or cfg.augment_rotate > 0)
-        for i in range(0, n, bs):
-            idx = perm[i : i + bs]
+        # A last batch of one sample is folded into the one before: batch norm cannot train on it.
+        starts = [i for i in range(0, n, bs) if n - i > 1 or i == 0]
+        for k, i in enumerate(starts):
+            idx = perm[i : starts[k + 1] if k + 1 < len(starts) else n]
             x, y = self.x_tr[idx], self.y_tr[idx]
             if augment:
                 x = augment_images(x, tuple(shape), cfg.augment_shift, cfg.augment_rotate, self.gen)  # type: ignore[arg-type]
@@ -334,18 +337,20 @@ def fit(config: dict[str, Any], data: Dataset | None = None, threads: int | None
     return run, list(run.epochs())
 
 
-def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1) -> None:
+def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1,
+          plan: ReportPlan | None = None) -> None:
     """Ray Tune function trainable for the built-in task: reports metrics every epoch.
 
     Reports ``train_loss``, ``val_loss``, the task's validation metrics, ``epoch_time_s``,
     ``lr`` and the cost metrics ``param_count``, ``train_time_s`` and ``latency_us``. A NaN/inf
     loss ends the trial with ``diverged = 1``. Resumes from the trial's last checkpoint when
     there is one (a retry, a resumed search, HyperBand, or PBT continuing another trial's model
-    with this trial's mutated learning rate and weight decay).
+    with this trial's mutated learning rate and weight decay). ``plan`` says which epochs the
+    scheduler decides at: the epochs in between travel with the next report.
     """
     from ray import tune
 
-    from hpo.session import report
+    from hpo.session import Reporter
 
     run = TaskRun(config, data, threads, device_for_trial())
     ckpt = tune.get_checkpoint()
@@ -353,11 +358,15 @@ def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1)
         with ckpt.as_directory() as d:
             run.load_state_dict(torch.load(os.path.join(d, "state.pt"), map_location=run.device, weights_only=False))
     freq = run.cfg.checkpoint_freq
-    for metrics in run.epochs():
-        last = run.epoch == run.cfg.epochs or "diverged" in metrics or "early_stopped" in metrics
-        if freq and (run.epoch % freq == 0 or last) and "diverged" not in metrics:
-            with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
-                torch.save(run.state_dict(), os.path.join(tmp, "state.pt"))
-                report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-        else:
-            report(metrics)
+    report = Reporter(plan)
+    try:
+        for metrics in run.epochs():
+            last = run.epoch == run.cfg.epochs or "diverged" in metrics or "early_stopped" in metrics
+            if freq and (run.epoch % freq == 0 or last) and "diverged" not in metrics:
+                with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
+                    torch.save(run.state_dict(), os.path.join(tmp, "state.pt"))
+                    report(run.epoch, metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+            else:
+                report(run.epoch, metrics)
+    finally:
+        report.flush()  # the epochs since the last report, also when training raised
