@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hpo.session import GPU_KEY, HISTORY_KEY, NODE_KEY, STEP_KEY, TIME_KEY
+from hpo.session import GPU_KEY, HISTORY_KEY, NODE_KEY, STARTED_KEY, STEP_KEY, TIME_KEY
 
 # Ray's bookkeeping fields (ray.tune.result.AUTO_RESULT_KEYS, DEBUG_METRICS and friends):
 # listed here so importing this module does not import Ray.
@@ -13,7 +13,7 @@ NOT_METRICS = frozenset({
     "training_iteration", "time_total_s", "episodes_total", "timesteps_total", "node_ip", "hostname", "pid",
     "time_this_iter_s", "timestamp", "date", "time_since_restore", "timesteps_since_restore",
     "iterations_since_restore", "config", "checkpoint_dir_name", "trial_id", "experiment_id", "done",
-    "should_checkpoint", "experiment_tag", NODE_KEY, TIME_KEY, GPU_KEY, STEP_KEY, HISTORY_KEY,
+    "should_checkpoint", "experiment_tag", NODE_KEY, TIME_KEY, GPU_KEY, STEP_KEY, HISTORY_KEY, STARTED_KEY,
 })
 
 

@@ -6,13 +6,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GPU_KEY", "HISTORY_KEY", "NODE_KEY", "STEP_KEY", "TIME_KEY", "ReportPlan", "Reporter", "report"]
+__all__ = ["GPU_KEY", "HISTORY_KEY", "NODE_KEY", "STARTED_KEY", "STEP_KEY", "TIME_KEY", "ReportPlan", "Reporter", "report"]
 
 NODE_KEY = "hpo_node"
 TIME_KEY = "hpo_time"  # wall-clock time of the report (Ray's own timestamp is whole seconds)
 GPU_KEY = "hpo_gpu"  # the GPU(s) Ray gave the trial, "none" on CPU
 STEP_KEY = "hpo_step"  # the trial's own step (epoch), when it is not Ray's count of reports
 HISTORY_KEY = "hpo_history"  # earlier steps sent along with a result
+STARTED_KEY = "hpo_started"  # wall-clock time the trial's own work began (after Ray handed it over)
 _node_id: str | None = None
 _gpu: str | None = None
 
@@ -88,8 +89,9 @@ class Reporter:
         report.flush()
     """
 
-    def __init__(self, plan: ReportPlan | None) -> None:
+    def __init__(self, plan: ReportPlan | None, started: float | None = None) -> None:
         self.plan = plan
+        self.started = started if started is not None else time.time()
         self._pending: list[dict[str, Any]] = []
         self._last = time.monotonic()
 
@@ -107,7 +109,7 @@ class Reporter:
         from ray import tune
 
         *earlier, last = self._pending
-        payload = {**last, NODE_KEY: node_id(), GPU_KEY: gpu()}
+        payload = {**last, NODE_KEY: node_id(), GPU_KEY: gpu(), STARTED_KEY: self.started}
         if earlier:
             payload[HISTORY_KEY] = earlier
         self._pending = []

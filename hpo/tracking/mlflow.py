@@ -47,6 +47,21 @@ def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _model_requirements() -> list[str]:
+    """What loading the logged best model needs: torch, cloudpickle, numpy and hpo (its Predictor)."""
+    from importlib import metadata
+
+    import mlflow.pytorch
+    import numpy as np
+
+    reqs = [*mlflow.pytorch.get_default_pip_requirements(), f"numpy=={np.__version__}"]
+    try:
+        reqs.append(f"hpo=={metadata.version('hpo')}")
+    except metadata.PackageNotFoundError:
+        pass
+    return reqs
+
+
 class MlflowTracker(Callback):
     """A Tune callback that records the search in MLflow from the driver.
 
@@ -360,6 +375,8 @@ class MlflowTracker(Callback):
                 logged = mlflow.pytorch.log_model(
                     model, name="best_model", signature=signature, input_example=example,
                     registered_model_name=self.register_model, await_registration_for=60,
+                    # named, not inferred: inference re-imports the model in a subprocess (~10 s)
+                    pip_requirements=_model_requirements(),
                 )
         finally:
             mlflow.set_tracking_uri(previous)

@@ -352,13 +352,14 @@ def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1,
 
     from hpo.session import Reporter
 
+    started = time.time()
     run = TaskRun(config, data, threads, device_for_trial())
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             run.load_state_dict(torch.load(os.path.join(d, "state.pt"), map_location=run.device, weights_only=False))
     freq = run.cfg.checkpoint_freq
-    report = Reporter(plan)
+    report = Reporter(plan, started)
     try:
         for metrics in run.epochs():
             last = run.epoch == run.cfg.epochs or "diverged" in metrics or "early_stopped" in metrics
