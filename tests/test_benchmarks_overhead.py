@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark
 def test_overhead_quick_runs_in_process_optuna_and_hpo(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.overhead", "--quick", "--ways", "a,c,d",
                            "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)

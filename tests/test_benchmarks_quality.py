@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark
 def test_quality_quick(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--quick", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT, _env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.benchmark]
 
 
 def test_quick_scale_benchmark_writes_sane_results(tmp_path: Path) -> None:
