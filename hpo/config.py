@@ -102,6 +102,8 @@ class Experiment(_Strict):
     num_samples: int | None = Field(None, gt=0)
     max_concurrent: int | None = Field(None, gt=0)
     time_budget_s: float | None = Field(None, gt=0)
+    epoch_budget: int | None = Field(None, gt=0, description="Stop the search once its trials together have run "
+                                     "this many epochs (reports), pruned trials included: a compute budget")
     resources: Resources = Field(default_factory=lambda: Resources())
     storage_path: str = "hpo_results"
     address: str | None = None

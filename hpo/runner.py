@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo._imports import import_callable
-from hpo._trials import NOT_METRICS
+from hpo._trials import NOT_METRICS, result_steps
 from hpo.config import Experiment
 from hpo.errors import HpoConfigError, MetricNotReportedError
 from hpo.results import Results
@@ -102,13 +102,16 @@ def _collector_class() -> type:
     from ray.tune.stopper import Stopper
 
     class Collector(Callback, Stopper):
-        """Checks that every result carries the metrics; keeps the final trial list."""
+        """Checks that every result carries the metrics; keeps the final trial list; ends the
+        search once the trials together have run ``epoch_budget`` epochs."""
 
-        def __init__(self, metrics: list[str], searcher: Any) -> None:
+        def __init__(self, metrics: list[str], searcher: Any, epoch_budget: int | None = None) -> None:
             self.metrics = metrics
             self.searcher = searcher  # pickled with the callbacks, so a resumed search keeps it
             self.error: MetricNotReportedError | None = None
             self.trials: list[Any] = []
+            self.epoch_budget = epoch_budget
+            self.epochs: dict[str, int] = {}  # trial id -> epochs it has run
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             for m in self.metrics:
@@ -119,10 +122,13 @@ def _collector_class() -> type:
             self.trials = list(trials)
 
         def __call__(self, trial_id: str, result: dict) -> bool:
+            if self.epoch_budget is not None:
+                self.epochs[trial_id] = max(self.epochs.get(trial_id, 0), result_steps(result)[-1][0])
             return False
 
         def stop_all(self) -> bool:
-            return self.error is not None
+            spent = self.epoch_budget is not None and sum(self.epochs.values()) >= self.epoch_budget
+            return self.error is not None or spent
 
     return Collector
 
@@ -333,7 +339,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             outcomes = TrialOutcomes()
             searcher, scheduler = build_strategy(exp.strategy.spec(), exp.space, exp.metrics, exp.modes, exp.budget,
                                                  outcomes)
-            collector = _collector_class()(exp.metrics, searcher)
+            collector = _collector_class()(exp.metrics, searcher, exp.epoch_budget)
             tracker = _tracker(exp, run_dir, outcomes, tracking_uri) if exp.tracking.enabled else None
             from ray.tune.logger import JsonLoggerCallback
 

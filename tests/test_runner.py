@@ -143,6 +143,12 @@ def test_time_budget_ends_the_search_early(tmp_path, ray_address):
     assert len(results.trials) < 200 and time.monotonic() - t0 < 60
 
 
+def test_epoch_budget_ends_the_search_once_the_trials_ran_that_many_epochs(tmp_path, ray_address):
+    results = _run(tmp_path, ray_address, num_samples=50, max_concurrent=1, epoch_budget=9)
+    spent = sum(t.steps for t in results.trials)
+    assert 3 <= len(results.trials) <= 5 and 9 <= spent <= 15, [(t.trial_id, t.steps) for t in results.trials]
+
+
 def test_readme_python_example_runs(in_tmp, ray_address):
     """The Python API block in README.md, executed as written."""
     import re
