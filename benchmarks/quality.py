@@ -21,20 +21,37 @@ strategies share their random start-up trials. Compute is counted in trial-epoch
 every step any trial ran, pruned trials included. A run's best-so-far after a trial is the best
 value among trials that ran the full budget.
 
+Budgets: FIFO strategies run ``--trials`` trials (32) to the end. ASHA strategies get the same
+compute, not the same trial count (as in the Hyperband and ASHA papers): hpo's ``epoch_budget`` =
+trials x steps per trial (random+fifo's trial-epochs), ``num_samples`` as large, so they run as
+many trials as fit. Their curve stops at the budget: a trial that finishes past it does not count,
+and one the budget cut short ("stopped") never counts as a result. Every run records each trial
+in the order it ran (trial-epochs at its end, steps, status, last value) under ``trial_log``.
+
 Scores, per task (all in loss orientation; a metric to maximize is negated):
 
-- normalized score = 100 x (1 - (best - opt) / (E[random] - opt)) per seed, averaged over seeds,
-  where ``E[random]`` is random+FIFO's mean final best over its seeds and ``opt`` the known
-  optimum (synthetic) or the best value any strategy/seed found (engine tasks). Unclipped, so
-  random+FIFO scores exactly 0 on average and 100 means the optimum.
+- score: Bayesmark's mean score (uber/bayesmark, docs/scoring.rst, "Mean scores"). A run's final
+  best S is clipped at ``clip``, the median of random search after a single evaluation, estimated
+  as the median of the pooled values of every random+fifo trial that ran the full budget (all
+  seeds); then score = 100 x (1 - (mean over seeds of min(S, clip) - opt) / (clip - opt)), where
+  ``opt`` is the known optimum (synthetic) or the best value any strategy/seed found (engine
+  tasks). 100 is the optimum, 0 no better than one random trial; random search at 32 trials
+  scores well above 0. ASHA strategies are scored on their final best within the epoch budget.
+- score vs random@budget (``score_vs_random``): the stricter figure, 100 x (1 - (S - opt) /
+  (E[random] - opt)) per seed, unclipped, averaged over seeds, where ``E[random]`` is random+fifo's
+  mean final best at the same budget: random+fifo scores exactly 0 on average here.
 - compute to target: trial-epochs a run needs until its best-so-far reaches random+FIFO's median
   final best (lower median over seeds; "not reached" when fewer than half the seeds reach it). The
   ratio is random+FIFO's trial-epochs (its whole budget) over that.
 
+Strategy options: ``STRATEGY_OPTIONS`` (recorded in the results) sets the benchmark's TPE to
+multivariate TPE with 5 start-up trials (hpo's defaults: independent TPE, 10 start-up trials),
+chosen on seeds the benchmark does not use; ASHA runs with grace period 1, reduction factor 3.
+
 Targets (printed met / not met): TPE+ASHA reaches the target with <= 1/5 of random+FIFO's
-trial-epochs (median ratio over tasks >= 5); TPE (FIFO) scores >= 90 at 32 trials (mean over
-tasks). ``--quick`` (synthetic tasks, 3 strategies, 2 seeds, 12 trials) is a smoke test whose
-numbers mean little.
+trial-epochs (median ratio over tasks >= 5); TPE (FIFO) has a Bayesmark score >= 90 at 32 trials
+(mean over tasks). ``--quick`` (synthetic tasks, 3 strategies, 2 seeds, 12 trials) is a smoke
+test whose numbers mean little.
 """
 
 from __future__ import annotations
@@ -184,6 +201,10 @@ STRATEGIES: dict[str, tuple[str, str]] = {
 }
 RANDOM = "random+fifo"
 ASHA_OPTIONS = {"grace_period": 1, "reduction_factor": 3}
+# label -> extra strategy keys (searcher_options / scheduler_options) for this benchmark
+STRATEGY_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {}
+EQUAL_COMPUTE = ("asha",)  # schedulers that run at random+fifo's trial-epochs instead of its trial count
+TRIAL_STATUSES = ("completed", "pruned", "stopped", "errored", "diverged")
 QUICK_TASKS, QUICK_STRATEGIES = ["branin", "hartmann6"], ["random+fifo", "tpe+fifo", "tpe+asha"]
 QUICK_SEEDS, QUICK_TRIALS, QUICK_STEPS = 2, 12, 9
 
@@ -191,38 +212,58 @@ QUICK_SEEDS, QUICK_TRIALS, QUICK_STEPS = 2, 12, 9
 # -- one search ------------------------------------------------------------------------------------
 
 
-def _trial_order(run_dir: str, trial_ids: list[str]) -> list[str]:
-    """Trial ids in the order Ray created them: the index Ray puts after the id in each trial's directory."""
+def _trial_order(run_dir: str, trials: list[Any]) -> list[Any]:
+    """Trials in the order Ray created them: the index Ray puts after the id in each trial's directory.
+
+    A trial that never ran a step (created as the search ended) may have no directory: it is left out.
+    """
     index: dict[str, int] = {}
-    for tid in trial_ids:
-        for d in Path(run_dir).glob(f"*_{tid}_*"):
-            m = re.search(rf"_{tid}_(\d+)_", d.name)
+    for t in trials:
+        for d in Path(run_dir).glob(f"*_{t.trial_id}_*"):
+            m = re.search(rf"_{t.trial_id}_(\d+)_", d.name)
             if m:
-                index[tid] = int(m.group(1))
-    if len(index) != len(trial_ids):
-        raise RuntimeError(f"could not order the trials of {run_dir} (found {len(index)} of {len(trial_ids)})")
-    return sorted(trial_ids, key=index.__getitem__)
+                index[t.trial_id] = int(m.group(1))
+    missing = [t.trial_id for t in trials if t.trial_id not in index and t.steps > 0]
+    if missing:
+        raise RuntimeError(f"could not order the trials of {run_dir} ({missing} have no directory)")
+    return sorted((t for t in trials if t.trial_id in index), key=lambda t: index[t.trial_id])
+
+
+def strategy_of(label: str, seed: int, steps: int) -> dict[str, Any]:
+    """The ``strategy`` block of a search: searcher, scheduler, their benchmark options, seed, ``max_t``."""
+    searcher, scheduler = STRATEGIES[label]
+    strategy: dict[str, Any] = {"searcher": searcher, "scheduler": scheduler, "seed": seed, "max_t": steps}
+    for key, opts in STRATEGY_OPTIONS.get(label, {}).items():
+        strategy[key] = dict(opts)
+    if scheduler == "asha":
+        strategy["scheduler_options"] = {**ASHA_OPTIONS, **strategy.get("scheduler_options", {})}
+    return strategy
 
 
 def run_search(task: Task, label: str, seed: int, trials: int, storage: Path) -> dict[str, Any]:
-    """One search through ``hpo.run``; returns its best-so-far curve over trial-epochs and its final best."""
+    """One search through ``hpo.run``; returns its trials in order, best-so-far curve and final best.
+
+    FIFO strategies run ``trials`` trials. ASHA strategies run at equal compute: as many trials as fit
+    in ``trials x steps`` trial-epochs (``epoch_budget``); their curve stops at that budget.
+    """
     import hpo
 
     searcher, scheduler = STRATEGIES[label]
     space = task.grid_space(trials, seed) if searcher == "grid" else task.space()
-    strategy: dict[str, Any] = {"searcher": searcher, "scheduler": scheduler, "seed": seed}
-    if scheduler == "asha":
-        strategy["scheduler_options"] = dict(ASHA_OPTIONS)
+    strategy = strategy_of(label, seed, task.steps)
+    budget = trials * task.steps if scheduler in EQUAL_COMPUTE else None
     exp: dict[str, Any] = {
         "name": f"quality-{task.name}-{label.replace('+', '-')}-{seed}",
         "space": space, "metric": task.metric, "mode": task.mode, "strategy": strategy,
-        "num_samples": trials, "max_concurrent": 1, "storage_path": str(storage), "tracking": {"enabled": False},
+        "num_samples": budget or trials,  # every trial runs >= 1 epoch: the budget ends the search first
+        "max_concurrent": 1, "storage_path": str(storage), "tracking": {"enabled": False},
     }
+    if budget is not None:
+        exp["epoch_budget"] = budget
     trainable = None
     if task.kind == "synthetic":
         assert task.fn is not None
         trainable = synthetic_trainable(task.fn, task.dims, task.sigma, task.steps)
-        strategy["max_t"] = task.steps
     else:
         exp["task"] = {**task.engine, "epochs": task.steps, "seed": 0}
     log = io.StringIO()
@@ -235,28 +276,42 @@ def run_search(task: Task, label: str, seed: int, trials: int, storage: Path) ->
         raise
     wall = time.perf_counter() - t0
     sign = 1.0 if task.mode == "min" else -1.0
-    by_id = {t.trial_id: t for t in results.trials}
-    cum, best, curve = 0, math.inf, []
-    for tid in _trial_order(results.storage_path, list(by_id)):
-        t = by_id[tid]
+    cum, best, best_id, curve, log_rows, counted = 0, math.inf, None, [], [], 0
+    status_count = {s: 0 for s in TRIAL_STATUSES}
+    for t in _trial_order(results.storage_path, results.trials):
         cum += t.steps
         value = t.metrics.get(task.metric)
-        if t.status == "completed" and value is not None and math.isfinite(value):
-            best = min(best, sign * value)
+        status = t.status
+        if status == "completed" and t.steps < task.steps:
+            status = "stopped"  # cut short by the epoch budget (hpo calls it completed)
+        log_rows.append([cum, t.steps, status, _finite_or_none(value, 9)])
+        if budget is not None and cum > budget:
+            continue  # finished past the budget: it does not count
+        counted += 1
+        status_count[status] += 1
+        if status == "completed" and value is not None and math.isfinite(value) and sign * value < best:
+            best, best_id = sign * value, t.trial_id
         curve.append([cum, sign * best if math.isfinite(best) else None])
     final = sign * best if math.isfinite(best) else None
-    if final is not None and results.best_metric is not None:
-        assert math.isclose(final, results.best_metric), (final, results.best_metric)
+    hpo_best = results.best_trial
+    same_best = hpo_best is not None and hpo_best.trial_id == best_id
+    if budget is None and final is not None:
+        assert same_best or math.isclose(final, results.best_metric), (final, results.best_metric)
     out: dict[str, Any] = {
-        "seed": seed, "trials": len(results.trials), "trial_epochs": cum, "final_best": final, "curve": curve,
-        "completed": results.count("completed"), "pruned": results.count("pruned"),
-        "failed": results.count("errored") + results.count("diverged"), "wall_s": round(wall, 2),
-        "best_config": results.best_config,
+        "seed": seed, "trials": counted, "trial_epochs": curve[-1][0] if curve else 0, "trial_epochs_run": cum,
+        "epoch_budget": budget, "final_best": final, "curve": curve,
+        "completed": status_count["completed"], "pruned": status_count["pruned"],
+        "stopped": status_count["stopped"], "failed": status_count["errored"] + status_count["diverged"],
+        "wall_s": round(wall, 2),
+        "best_config": next((t.config for t in results.trials if t.trial_id == best_id), None),
+        "trial_log": log_rows,
     }
-    if task.kind == "engine" and results.best_trial is not None:
+    if task.kind == "engine" and best_id is not None:
         keys = [task.metric.removeprefix("val_"), *task.extra]
-        out["val"] = {f"val_{k}": results.best_trial.metrics.get(f"val_{k}") for k in keys}
-        test = results.test_metrics or {}
+        mine = next(t for t in results.trials if t.trial_id == best_id)
+        out["val"] = {f"val_{k}": mine.metrics.get(f"val_{k}") for k in keys}
+        # hpo tests its own best trial once; that is this run's best unless the budget cut a trial short
+        test = (results.test_metrics or {}) if same_best else {}
         out["test"] = {f"test_{k}": test.get(f"test_{k}") for k in keys}
     shutil.rmtree(results.storage_path, ignore_errors=True)
     return out
@@ -281,34 +336,47 @@ def to_target(curve: list[list[Any]], target: float, sign: float) -> float:
     return math.inf
 
 
+def random_single_trials(task: Task, runs: list[dict[str, Any]]) -> list[float]:
+    """Every random+fifo trial that ran the full budget, pooled over seeds: loss orientation."""
+    sign = 1.0 if task.mode == "min" else -1.0
+    return [sign * v for r in runs for _, _, status, v in r["trial_log"] if status == "completed" and v is not None]
+
+
 def score_task(task: Task, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Normalized scores and compute to target for every strategy on one task."""
     sign = 1.0 if task.mode == "min" else -1.0
     rand_final = [sign * r["final_best"] for r in runs[RANDOM] if r["final_best"] is not None]
     finals = [sign * r["final_best"] for rs in runs.values() for r in rs if r["final_best"] is not None]
     opt = sign * task.optimum if task.optimum is not None else min(finals)
+    pooled = random_single_trials(task, runs[RANDOM])
+    clip = float(np.median(pooled))  # Bayesmark's clip: random search's median after one evaluation
     rand_mean = float(np.mean(rand_final))
-    span = rand_mean - opt
     target = sign * float(np.median(rand_final))  # raw metric units
     rand_budget = float(np.median([r["trial_epochs"] for r in runs[RANDOM]]))
     out: dict[str, Any] = {
         "kind": task.kind, "description": task.description, "metric": task.metric, "mode": task.mode,
         "steps_per_trial": task.steps, "optimum": sign * opt,
         "optimum_source": "known" if task.optimum is not None else "best value any strategy/seed found",
+        "clip": sign * clip, "clip_trials": len(pooled),
         "random_expected_final": sign * rand_mean, "target": target, "random_trial_epochs": rand_budget,
         "strategies": {},
     }
     for label, rs in runs.items():
-        scores = [100 * (1 - (sign * r["final_best"] - opt) / span) if r["final_best"] is not None and span > 0
-                  else math.nan for r in rs]
-        finite = [s for s in scores if math.isfinite(s)]
+        losses = [sign * r["final_best"] if r["final_best"] is not None else math.inf for r in rs]
+        # Bayesmark: S' = min(S, clip), 100 x (1 - (S' - opt) / (clip - opt)); a run with no result scores 0
+        scores = [100 * (1 - (min(s, clip) - opt) / (clip - opt)) if clip > opt else math.nan for s in losses]
+        strict = [100 * (1 - (s - opt) / (rand_mean - opt)) if math.isfinite(s) and rand_mean > opt else math.nan
+                  for s in losses]
         needed = [to_target(r["curve"], target, sign) for r in rs]
         med_needed = float(statistics.median_low(needed))  # finite when at least half the seeds reach it
         row: dict[str, Any] = {
-            "score_mean": _finite_or_none(float(np.mean(finite)) if finite else math.nan, 3),
-            "score_median": _finite_or_none(_median(finite), 3),
-            "scores": [_finite_or_none(s, 3) for s in scores],
+            "score_mean": _mean_or_none(scores),
+            "score_median": _finite_or_none(_median([x for x in scores if math.isfinite(x)]), 3),
+            "scores": [_finite_or_none(x, 3) for x in scores],
+            "score_vs_random_mean": _mean_or_none(strict),
+            "scores_vs_random": [_finite_or_none(x, 3) for x in strict],
             "final_best_median": _finite_or_none(_median([r["final_best"] for r in rs if r["final_best"] is not None])),
+            "trials_median": _median([r["trials"] for r in rs]),
             "trial_epochs_median": _median([r["trial_epochs"] for r in rs]),
             "to_target": [_finite_or_none(n) for n in needed],
             "to_target_median": _finite_or_none(med_needed),
@@ -325,14 +393,23 @@ def score_task(task: Task, runs: dict[str, list[dict[str, Any]]]) -> dict[str, A
     return out
 
 
+def _mean_or_none(xs: Sequence[float]) -> float | None:
+    finite = [x for x in xs if math.isfinite(x)]
+    return _finite_or_none(float(np.mean(finite)), 3) if finite and len(finite) == len(xs) else None
+
+
 def overall(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     labels = list(dict.fromkeys(lb for t in tasks.values() for lb in t["strategies"]))
     out = {}
     for lb in labels:
         rows = [t["strategies"][lb] for t in tasks.values() if lb in t["strategies"]]
         scores = [r["score_mean"] for r in rows if r["score_mean"] is not None]
+        strict = [r["score_vs_random_mean"] for r in rows if r["score_vs_random_mean"] is not None]
         ratios = [r["ratio"] or 0.0 for r in rows]  # not reached counts as 0
-        out[lb] = {"tasks": len(rows), "score_mean": _finite_or_none(float(np.mean(scores)) if scores else None, 3),
+        out[lb] = {"tasks": len(rows),
+                   "score_mean": _finite_or_none(float(np.mean(scores)), 3) if len(scores) == len(rows) else None,
+                   "score_vs_random_mean": (_finite_or_none(float(np.mean(strict)), 3)
+                                            if strict and len(strict) == len(rows) else None),
                    "ratio_median": round(_median(ratios), 3),
                    "tasks_reached": sum(r["ratio"] is not None for r in rows)}
     return out
@@ -347,7 +424,7 @@ def targets(tasks: dict[str, dict[str, Any]], total: dict[str, Any], trials: int
                     "met": asha["ratio_median"] >= 5.0})
     tpe = total.get("tpe+fifo")
     if tpe:
-        res.append({"target": f"tpe+fifo normalized score >= 90 at {trials} trials (mean over tasks)",
+        res.append({"target": f"tpe+fifo Bayesmark normalized score >= 90 at {trials} trials (mean over tasks)",
                     "value": tpe["score_mean"], "threshold": 90.0,
                     "met": tpe["score_mean"] is not None and tpe["score_mean"] >= 90.0})
     return res
@@ -363,31 +440,37 @@ def _fmt(x: float | None, nd: int = 4) -> str:
 def print_tables(res: dict[str, Any]) -> None:
     for name, t in res["tasks"].items():
         engine = t["kind"] == "engine"
-        print(f"\n{name}: {t['description']}; {res['trials']} trials x {t['steps_per_trial']} steps, "
-              f"{res['seeds']} seeds")
+        budget = res["trials"] * t["steps_per_trial"]
+        print(f"\n{name}: {t['description']}; FIFO {res['trials']} trials x {t['steps_per_trial']} steps, "
+              f"ASHA as many trials as fit in {budget} trial-epochs; {res['seeds']} seeds")
         print(f"  {t['metric']} ({t['mode']}): optimum {_fmt(t['optimum'], 6)} ({t['optimum_source']}), "
-              f"E[random] {_fmt(t['random_expected_final'], 6)}, target = random median {_fmt(t['target'], 6)}")
-        head = (f"  {'strategy':<13}{'score':>7}{'med':>7}{'best (med)':>12}{'trial-ep':>10}{'to target':>12}"
-                f"{'ratio':>8}{'seeds':>7}")
+              f"clip = random median single trial {_fmt(t['clip'], 6)} (of {t['clip_trials']}), "
+              f"E[random final] {_fmt(t['random_expected_final'], 6)}, target = random median final "
+              f"{_fmt(t['target'], 6)}")
+        head = (f"  {'strategy':<13}{'score':>7}{'vs rnd':>8}{'best (med)':>12}{'trials':>8}{'trial-ep':>10}"
+                f"{'to target':>12}{'ratio':>8}{'seeds':>7}")
         if engine:
             head += "  chosen config (median): val / test"
         print(head)
         for lb, r in t["strategies"].items():
             reached = f"{r['to_target_median']:.0f}" if r["to_target_median"] is not None else "not reached"
             ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
-            line = (f"  {lb:<13}{_fmt(r['score_mean'], 3):>7}{_fmt(r['score_median'], 3):>7}"
-                    f"{_fmt(r['final_best_median']):>12}{r['trial_epochs_median']:>10.0f}{reached:>12}{ratio:>8}"
-                    f"{r['seeds_reached']:>4}/{len(r['runs'])}")
+            line = (f"  {lb:<13}{_fmt(r['score_mean'], 3):>7}{_fmt(r['score_vs_random_mean'], 3):>8}"
+                    f"{_fmt(r['final_best_median']):>12}{r['trials_median']:>8.0f}{r['trial_epochs_median']:>10.0f}"
+                    f"{reached:>12}{ratio:>8}{r['seeds_reached']:>4}/{len(r['runs'])}")
             if engine:
                 parts = [f"{k.removeprefix('val_')} {_fmt(v)} / {_fmt(r['test'].get('test_' + k[4:]))}"
                          for k, v in r["val"].items()]
                 line += "  " + ", ".join(parts)
             print(line)
-    print(f"\noverall ({len(res['tasks'])} tasks): mean normalized score, median compute ratio (not reached = 0)")
-    print(f"  {'strategy':<13}{'tasks':>6}{'score':>8}{'ratio':>8}{'reached':>9}")
+    print(f"\noverall ({len(res['tasks'])} tasks): score = Bayesmark mean score (100 = optimum, 0 = random's median "
+          "single trial), mean over tasks; vs rnd = score against random+fifo's mean final best at the same "
+          "budget (random = 0); ratio = random+fifo trial-epochs / median trial-epochs to reach its median final "
+          "best, median over tasks (not reached = 0)")
+    print(f"  {'strategy':<13}{'tasks':>6}{'score':>8}{'vs rnd':>8}{'ratio':>8}{'reached':>9}")
     for lb, r in res["overall"].items():
-        print(f"  {lb:<13}{r['tasks']:>6}{_fmt(r['score_mean'], 3):>8}{r['ratio_median']:>7.2f}x"
-              f"{r['tasks_reached']:>7}/{r['tasks']}")
+        print(f"  {lb:<13}{r['tasks']:>6}{_fmt(r['score_mean'], 3):>8}{_fmt(r['score_vs_random_mean'], 3):>8}"
+              f"{r['ratio_median']:>7.2f}x{r['tasks_reached']:>7}/{r['tasks']}")
     print("\ntargets:")
     for tg in res["targets"]:
         print(f"  [{'met' if tg['met'] else 'not met'}] {tg['target']}: {_fmt(tg['value'], 4)}")
@@ -498,8 +581,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     r = run_search(task, lb, seed, trials, storage)
                     runs[name][lb].append(r)
                     print(f"{name:<10} {lb:<12} seed {seed:>4}: best {_fmt(r['final_best'], 6):>9}, "
-                          f"{r['trial_epochs']:>4} trial-epochs, {r['completed']} completed / {r['pruned']} pruned, "
-                          f"{r['wall_s']:.1f}s", flush=True)
+                          f"{r['trials']:>4} trials, {r['trial_epochs']:>4} trial-epochs, {r['completed']} completed "
+                          f"/ {r['pruned']} pruned, {r['wall_s']:.1f}s", flush=True)
     finally:
         ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
@@ -512,15 +595,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "versions": {m: __import__(m).__version__ for m in ("ray", "optuna", "torch")},
         "seeds": seeds, "trials": trials, "max_concurrent": 1, "asha": ASHA_OPTIONS,
+        "strategy_options": STRATEGY_OPTIONS, "equal_compute": list(EQUAL_COMPUTE),
         "wall_s": round(wall, 1),
         "definitions": {
-            "trial_epochs": "steps run by all trials of a search, pruned ones included",
-            "score": "100 x (1 - (best - opt) / (E[random+fifo final best] - opt)), per seed, mean over seeds; "
-                     "loss orientation, unclipped",
+            "trial_epochs": "steps run by all trials of a search, pruned ones included; ASHA strategies stop at "
+                            "the epoch budget (trials x steps) and a trial finishing past it does not count",
+            "score": "Bayesmark mean score: 100 x (1 - (mean over seeds of min(S, clip) - opt) / (clip - opt)), "
+                     "S = a run's final best (loss orientation; no result = clip), clip = median of the pooled "
+                     "values of every random+fifo trial that ran the full budget (random search's median after "
+                     "one evaluation), opt = known optimum or the best value any strategy/seed found. "
+                     "100 = optimum, 0 = no better than one random trial; random search scores well above 0",
+            "score_vs_random": "stricter: 100 x (1 - (S - opt) / (E[random+fifo final best] - opt)), unclipped, "
+                               "per seed, mean over seeds: random+fifo at the same budget scores 0 on average",
             "target": "random+fifo's median final best; to_target: trial-epochs until a run's best-so-far "
                       "(full-budget trials only) reaches it; ratio: random+fifo trial-epochs / median to_target",
+            "budget": "FIFO strategies run `trials` trials; ASHA strategies run as many trials as fit in "
+                      "trials x steps trial-epochs (hpo's epoch_budget), so every strategy gets the same compute",
+            "trial_log": "per run, every trial in the order it ran: [trial-epochs at its end, its steps, status, "
+                         "last reported value of the metric]; status completed = ran the full budget, stopped = "
+                         "cut short by the epoch budget, pruned, errored, diverged",
             "seeds": "strategy k (in the order of `strategies`) runs with seeds 1000k + i, i < seeds",
-            "strategies": {lb: {"searcher": a, "scheduler": b} for lb, (a, b) in STRATEGIES.items()},
+            "strategies": {lb: {k: v for k, v in strategy_of(lb, 0, 1).items() if k not in ("seed", "max_t")}
+                           for lb in STRATEGIES},
             "grid": "a grid of at most `trials` points, shifted within its cells by a seeded offset",
         },
         "tasks": scored, "overall": total, "targets": targets(scored, total, trials),

@@ -1,6 +1,7 @@
 """Scale: one 10,000-trial search through ``hpo.run``, and Optuna's cost per suggestion as a study grows.
 
-    python -m benchmarks.scale [--quick] [--trials N] [--out DIR] [--tracking] [--sizes 100,1000] [--asks N]
+    python -m benchmarks.scale [--quick] [--trials N] [--out DIR] [--tracking] [--sizes 100,1000]
+                               [--asks N] [--repeats N] [--suggest-only] [--cap-quality]
 
 1. Search at scale. One search of ``--trials`` (10,000) trials of a trivial trainable (reports one
    loss once, plus the wall-clock time it did so, for the throughput over time) through the real
@@ -16,17 +17,28 @@
    trial) on a six-parameter space (log-float lr, float dropout, int width, int depth, categorical
    activation and optimizer), timed at each study size (``--sizes``: 100, 1000, 3000, 10000
    completed trials, filled cheaply with ``study.add_trials`` and synthetic values); the median of
-   ``--asks`` asks at each size (each told afterwards, untimed). Samplers: ``random`` and ``tpe``
-   (hpo's defaults from ``hpo.strategies._builtin``), and candidate mitigations: ``tpe_multivariate``
-   (hpo's ``searcher_options: {multivariate: true}``) and ``tpe_mv_window1000`` (multivariate TPE that
-   only sees the last 1,000 trials; a prototype defined here, not part of hpo). The table also
-   estimates the driver time a whole ``--trials`` search would spend in suggestions.
+   ``--asks`` asks at each size (each told afterwards, untimed), pooled over ``--repeats`` rounds
+   (each round builds every study afresh; the samplers take turns within a round, in a rotating
+   order, so a busy machine weighs on all of them alike). Samplers, all built by hpo's own
+   factories in ``hpo.strategies._builtin``: ``random``; ``tpe`` (hpo's default ``searcher: tpe``,
+   whose history is capped at ``max_history: 1000`` trials: TPE models the best trials that form
+   its "good" group, exactly as uncapped TPE, plus the most recent others, see
+   ``hpo.strategies._optuna.CappedTPESampler``); ``tpe_uncapped`` (``max_history: 0``: Optuna's
+   plain ``TPESampler``, every trial); ``tpe_multivariate`` and ``tpe_multivariate_uncapped`` (the
+   same with ``multivariate: true``). The table also estimates the driver time a whole
+   ``--trials`` search would spend in suggestions.
+3. With ``--cap-quality``: what the cap costs in search quality. 1,000-trial searches of the
+   six-parameter loss (minimum 0) with ``tpe`` at ``max_history: 200`` (five times fewer trials
+   than the study, as the default 1,000 is at 5,000 trials) and uncapped, five seeds: the best
+   loss after 250, 500 and 1,000 trials.
 
 Ray's driver loop is single-threaded: the searcher's suggestion time adds directly to every
-trial's overhead. hpo's searcher (``hpo/strategies/_optuna.py``) does nothing to cap it: it keeps
-one in-memory Optuna study with every trial and asks the sampler as is.
+trial's overhead, which is why hpo caps TPE's history.
 
-``--quick`` (300 trials, sizes 100 and 500, 10 asks) is a smoke test of about a minute.
+``--suggest-only`` runs part 2 alone and replaces the suggestion section (and its findings) of an
+existing ``scale.json`` in ``--out`` (``scale_quick.json`` with ``--quick``), keeping part 1's
+measurements: the 10,000-trial search takes over ten minutes. ``--quick`` (300 trials, sizes 100
+and 1200, past the cap, 10 asks, one round) is a smoke test of about a minute.
 """
 
 from __future__ import annotations
@@ -55,8 +67,15 @@ SPACE = hpo.SearchSpace({
     "activation": hpo.Categorical(["relu", "gelu", "tanh"]),
     "optimizer": hpo.Categorical(["adam", "sgd", "adamw"]),
 })
-SAMPLERS = ("random", "tpe", "tpe_multivariate", "tpe_mv_window1000")
-WINDOW = 1000
+# name -> (the hpo searcher options it stands for, the options given to hpo's `tpe` factory)
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "random": ("searcher: random", {}),
+    "tpe": ("searcher: tpe (hpo's default; max_history: 1000)", {}),
+    "tpe_uncapped": ("searcher: {name: tpe, max_history: 0}", {"max_history": 0}),
+    "tpe_multivariate": ("searcher: {name: tpe, multivariate: true}", {"multivariate": True}),
+    "tpe_multivariate_uncapped": ("searcher: {name: tpe, multivariate: true, max_history: 0}",
+                                  {"multivariate": True, "max_history": 0}),
+}
 
 
 def _loss(config: dict[str, Any]) -> float:
@@ -220,49 +239,20 @@ def measure_search(trials: int, variant: str, work: Path) -> dict[str, Any]:
 # -- 2. suggestion cost as the study grows ------------------------------------------------------
 
 
-class _WindowView:
-    """A study as the sampler sees it: only its last ``size`` trials (everything else delegated)."""
-
-    def __init__(self, study: Any, size: int) -> None:
-        self._study, self._size = study, size
-
-    @classmethod
-    def of(cls, study: Any, size: int) -> Any:
-        return cls(study, size)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[Any]:
-        return self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)[-self._size:]
-
-
-def _window_tpe(seed: int, window: int) -> Any:
-    """Multivariate TPE over a sliding window of the last ``window`` trials (a prototype, not in hpo)."""
-    import optuna
-
-    class WindowTPE(optuna.samplers.TPESampler):
-        def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
-            return super().sample_relative(_WindowView.of(study, window), trial, search_space)
-
-        def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
-            return super().sample_independent(_WindowView.of(study, window), trial, param_name, param_distribution)
-
-    return WindowTPE(seed=seed, n_startup_trials=10, multivariate=True)
-
-
 def _sampler(name: str, seed: int = 0) -> Any:
     from hpo.strategies._builtin import _random, _tpe
 
-    if name == "random":
-        return _random(seed)
-    if name == "tpe":
-        return _tpe(seed)
-    if name == "tpe_multivariate":
-        return _tpe(seed, multivariate=True)
-    if name == "tpe_mv_window1000":
-        return _window_tpe(seed, WINDOW)
-    raise ValueError(name)
+    return _random(seed) if name == "random" else _tpe(seed, **SAMPLERS[name][1])
+
+
+def _tpe_history_cap() -> int | None:
+    """hpo's default ``max_history`` for ``tpe`` (from the factory's signature, as users see it)."""
+    import inspect
+
+    from hpo.strategies._builtin import _tpe
+
+    default: int | None = inspect.signature(_tpe).parameters["max_history"].default
+    return default
 
 
 def _random_params(rng: Any) -> dict[str, Any]:
@@ -281,8 +271,9 @@ def _random_params(rng: Any) -> dict[str, Any]:
     return out
 
 
-def measure_suggest(name: str, sizes: list[int], asks: int) -> list[dict[str, Any]]:
-    """Median time of ``study.ask()`` + ``SPACE.suggest`` at each study size, for one sampler."""
+def _suggest_round(name: str, sizes: list[int], asks: int) -> list[dict[str, Any]]:
+    """Times of ``asks`` asks (``study.ask()`` + ``SPACE.suggest``) at each study size, for one
+    sampler on a fresh study (the same synthetic trials every round)."""
     import warnings
 
     import numpy as np
@@ -294,7 +285,7 @@ def measure_suggest(name: str, sizes: list[int], asks: int) -> list[dict[str, An
     rng = np.random.default_rng(0)
     dists = SPACE.to_optuna()
     study = optuna.create_study(sampler=_sampler(name), direction="minimize")
-    points = []
+    out = []
     for size in sorted(sizes):
         params = [_random_params(rng) for _ in range(size - len(study.trials))]
         study.add_trials([create_trial(params=p, distributions=dists, value=_loss(p) + float(rng.normal(0, 0.1)))
@@ -310,12 +301,67 @@ def measure_suggest(name: str, sizes: list[int], asks: int) -> list[dict[str, An
             ask_s.append(t1 - t0)
             cpu_s.append(c1 - c0)
             tell_s.append(time.perf_counter() - t1)
-        ask_s.sort()
-        points.append({"n_trials": n, "median_ms": round(1000 * statistics.median(ask_s), 3),
-                       "p90_ms": round(1000 * ask_s[min(len(ask_s) - 1, int(0.9 * len(ask_s)))], 3),
-                       "median_cpu_ms": round(1000 * statistics.median(cpu_s), 3),
-                       "tell_median_ms": round(1000 * statistics.median(tell_s), 3)})
-    return points
+        out.append({"n_trials": n, "ask_s": ask_s, "cpu_s": cpu_s, "tell_s": tell_s})
+    return out
+
+
+def measure_suggest(names: list[str], sizes: list[int], asks: int, repeats: int = 1) -> dict[str, list[dict[str, Any]]]:
+    """Median time of ``study.ask()`` + ``SPACE.suggest`` at each study size, per sampler: every
+    ask of ``repeats`` rounds pooled; in each round the samplers take turns in a rotating order."""
+    raw: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            got = _suggest_round(name, sizes, asks)
+            if not raw[name]:
+                raw[name] = [{"n_trials": g["n_trials"], "ask_s": [], "cpu_s": [], "tell_s": [], "round_medians": []}
+                             for g in got]
+            for acc, g in zip(raw[name], got):
+                for key in ("ask_s", "cpu_s", "tell_s"):
+                    acc[key] += g[key]
+                acc["round_medians"].append(round(1000 * statistics.median(g["ask_s"]), 3))
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, accs in raw.items():
+        out[name] = []
+        for acc in accs:
+            ask_s = sorted(acc["ask_s"])
+            out[name].append({
+                "n_trials": acc["n_trials"], "asks": len(ask_s),
+                "median_ms": round(1000 * statistics.median(ask_s), 3),
+                "p90_ms": round(1000 * ask_s[min(len(ask_s) - 1, int(0.9 * len(ask_s)))], 3),
+                "median_cpu_ms": round(1000 * statistics.median(acc["cpu_s"]), 3),
+                "tell_median_ms": round(1000 * statistics.median(acc["tell_s"]), 3),
+                "round_median_ms": acc["round_medians"],
+            })
+    return out
+
+
+def measure_cap_quality(trials: int, cap: int, seeds: int) -> dict[str, Any]:
+    """Search quality with the history cap: ``trials``-trial searches of the six-parameter loss
+    (minimum 0) with hpo's ``tpe`` at ``max_history: cap`` and uncapped, the same seeds; the best
+    loss after a quarter, half and all of the trials, and each search's wall time."""
+    import itertools
+
+    import optuna
+
+    from hpo.strategies._builtin import _tpe
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    marks = [trials // 4, trials // 2, trials]
+    runs: dict[str, list[dict[str, Any]]] = {"capped": [], "uncapped": []}
+    for seed in range(seeds):
+        for name, max_history in (("capped", cap), ("uncapped", 0)):
+            study = optuna.create_study(sampler=_tpe(seed, max_history=max_history), direction="minimize")
+            t0 = time.perf_counter()
+            study.optimize(lambda trial: _loss(SPACE.suggest(trial)), n_trials=trials)
+            wall = time.perf_counter() - t0
+            best = list(itertools.accumulate((t.value for t in study.trials), min))
+            runs[name].append({"seed": seed, "wall_s": round(wall, 1),
+                               "best": {str(m): round(best[m - 1], 5) for m in marks}})
+    summary = {name: {"median_best": {str(m): statistics.median(r["best"][str(m)] for r in rs) for m in marks},
+                      "median_wall_s": statistics.median(r["wall_s"] for r in rs)} for name, rs in runs.items()}
+    wins = sum(c["best"][str(trials)] <= u["best"][str(trials)] for c, u in zip(runs["capped"], runs["uncapped"]))
+    return {"trials": trials, "max_history": cap, "seeds": seeds, "objective": "benchmarks.scale._loss (min 0)",
+            "runs": runs, "summary": summary, "capped_at_least_as_good": wins}
 
 
 def estimated_total_s(points: list[dict[str, Any]], trials: int) -> float:
@@ -347,29 +393,37 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            **_versions()}
+
+
 def _print(res: dict[str, Any]) -> None:
-    print(f"1. one search through hpo.run ({res['search']['description']})")
-    print("   tail: last trial's report to hpo.run's return; CPU: driver CPU ms per trial; RSS in MiB; "
-          "load: 1-min load average at start/end")
-    print(f"{'variant':<8} {'trials':>6} {'done':>6} {'wall s':>7} {'ms/trial':>8} {'trials/s':>8} {'tail s':>6} "
-          f"{'CPU':>6} {'RSS start':>9} {'end':>6} {'peak':>6} {'KB/trial':>8} {'Ray procs':>11} {'disk':>6} "
-          f"{'load':>11}")
-    for v in res["search"]["variants"]:
-        r, ray, ld = v["driver_rss_mb"], v["ray_processes_rss_mb"], v["load_avg_1min"]
-        print(f"{v['variant']:<8} {v['trials']:>6} {v['completed']:>6} {v['wall_s']:>7.1f} {v['per_trial_ms']:>8.2f} "
-              f"{v['trials_per_s']:>8.2f} {v['after_last_trial_s'] or 0:>6.1f} {v['driver_cpu_ms_per_trial']:>6.1f} "
-              f"{r['start']:>9.1f} {r['end']:>6.1f} {r['peak']:>6.1f} {r['growth_kb_per_trial']:>8.2f} "
-              f"{ray['start']:>5.0f}->{ray['end']:<5.0f} {v['storage']['mb']:>6.1f} "
-              f"{ld['start']:>5.1f}/{ld['end']:<5.1f}")
-        print(f"  per block of {v['block_size']} trials: trials/s  "
-              + " ".join(f"{b['trials_per_s']:.1f}" if b["trials_per_s"] else "-" for b in v["blocks"]))
-        print(f"  {'':<22}driver RSS MiB " + " ".join(f"{b['rss_mb']:.0f}" for b in v["blocks"]))
+    if res.get("search"):
+        print(f"1. one search through hpo.run ({res['search']['description']})")
+        print("   tail: last trial's report to hpo.run's return; CPU: driver CPU ms per trial; RSS in MiB; "
+              "load: 1-min load average at start/end")
+        print(f"{'variant':<8} {'trials':>6} {'done':>6} {'wall s':>7} {'ms/trial':>8} {'trials/s':>8} {'tail s':>6} "
+              f"{'CPU':>6} {'RSS start':>9} {'end':>6} {'peak':>6} {'KB/trial':>8} {'Ray procs':>11} {'disk':>6} "
+              f"{'load':>11}")
+        for v in res["search"]["variants"]:
+            r, ray, ld = v["driver_rss_mb"], v["ray_processes_rss_mb"], v["load_avg_1min"]
+            print(f"{v['variant']:<8} {v['trials']:>6} {v['completed']:>6} {v['wall_s']:>7.1f} "
+                  f"{v['per_trial_ms']:>8.2f} {v['trials_per_s']:>8.2f} {v['after_last_trial_s'] or 0:>6.1f} "
+                  f"{v['driver_cpu_ms_per_trial']:>6.1f} {r['start']:>9.1f} {r['end']:>6.1f} {r['peak']:>6.1f} "
+                  f"{r['growth_kb_per_trial']:>8.2f} {ray['start']:>5.0f}->{ray['end']:<5.0f} "
+                  f"{v['storage']['mb']:>6.1f} {ld['start']:>5.1f}/{ld['end']:<5.1f}")
+            print(f"  per block of {v['block_size']} trials: trials/s  "
+                  + " ".join(f"{b['trials_per_s']:.1f}" if b["trials_per_s"] else "-" for b in v["blocks"]))
+            print(f"  {'':<22}driver RSS MiB " + " ".join(f"{b['rss_mb']:.0f}" for b in v["blocks"]))
+    else:
+        print("1. one search through hpo.run: not measured (--suggest-only and no earlier results)")
     s = res["suggest"]
-    print(f"\n2. study.ask() + suggest, 6 params: median wall / CPU ms of {s['asks']} asks at each study size; "
-          f"est.: driver CPU s in suggestions over a whole {s['estimate_for_trials']}-trial search")
-    print(f"{'sampler':<18} " + " ".join(f"{n:>15}" for n in s["sizes"]) + f" {'est. s':>8}")
+    print(f"\n2. study.ask() + suggest, 6 params: median wall / CPU ms of {s['asks']} asks x {s['repeats']} rounds "
+          f"at each study size; est.: driver CPU s in suggestions over a whole {s['estimate_for_trials']}-trial search")
+    print(f"{'sampler':<26} " + " ".join(f"{n:>15}" for n in s["sizes"]) + f" {'est. s':>8}")
     for name, row in s["samplers"].items():
-        print(f"{name:<18} " + " ".join(f"{p['median_ms']:>7.1f} /{p['median_cpu_ms']:>6.1f}" for p in row["points"])
+        print(f"{name:<26} " + " ".join(f"{p['median_ms']:>7.1f} /{p['median_cpu_ms']:>6.1f}" for p in row["points"])
               + f" {row['estimated_total_s']:>8.0f}")
     print()
     for line in res["findings"]:
@@ -378,21 +432,30 @@ def _print(res: dict[str, Any]) -> None:
 
 def _findings(res: dict[str, Any]) -> list[str]:
     out = []
-    for v in res["search"]["variants"]:
+    for v in (res.get("search") or {}).get("variants", []):
         rates = [b["trials_per_s"] for b in v["blocks"][1:] if b["trials_per_s"]]
         trend = f"{rates[0]:.1f} -> {rates[-1]:.1f} trials/s from block 2 to the last" if len(rates) > 1 else ""
         out.append(f"search ({v['variant']}): {v['completed']}/{v['trials']} trials in {v['wall_s']:.0f} s "
                    f"({v['per_trial_ms']:.1f} ms/trial); {trend}; driver RSS {v['driver_rss_mb']['start']:.0f} -> "
                    f"{v['driver_rss_mb']['end']:.0f} MiB (peak {v['driver_rss_mb']['peak']:.0f}).")
-    samplers = res["suggest"]["samplers"]
-    last = res["suggest"]["sizes"][-1]
-    tail = {name: row["points"][-1]["median_cpu_ms"] for name, row in samplers.items()}
-    if "tpe" in tail:
-        out.append(f"TPE (hpo default) at {last} trials: {tail['tpe']:.0f} CPU ms per suggestion "
-                   f"(random: {tail.get('random', float('nan')):.1f} ms); hpo's searcher does not cap it.")
-    for name in ("tpe_multivariate", "tpe_mv_window1000"):
-        if name in tail and "tpe" in tail:
-            out.append(f"{name} at {last}: {tail[name]:.0f} CPU ms ({tail['tpe'] / tail[name]:.1f}x less than tpe).")
+    s = res["suggest"]
+    last = s["sizes"][-1]
+    tail = {name: row["points"][-1]["median_ms"] for name, row in s["samplers"].items()}
+    cap = s.get("tpe_max_history")
+    for capped, uncapped, label in (("tpe", "tpe_uncapped", "TPE (hpo's default)"),
+                                    ("tpe_multivariate", "tpe_multivariate_uncapped", "multivariate TPE")):
+        if capped in tail and uncapped in tail:
+            out.append(f"{label} at {last} trials: {tail[capped]:.0f} ms per suggestion with hpo's history cap "
+                       f"(max_history {cap}), {tail[uncapped]:.0f} ms uncapped ({tail[uncapped] / tail[capped]:.1f}x); "
+                       f"random: {tail.get('random', float('nan')):.1f} ms.")
+    out.append(s["hpo"])
+    q = res.get("cap_quality")
+    if q:
+        c, u, n = q["summary"]["capped"], q["summary"]["uncapped"], str(q["trials"])
+        out.append(f"search quality, {q['trials']}-trial TPE searches x {q['seeds']} seeds: median best loss "
+                   f"{c['median_best'][n]:.4f} with max_history {q['max_history']} vs. {u['median_best'][n]:.4f} "
+                   f"uncapped (capped at least as good in {q['capped_at_least_as_good']}/{q['seeds']}); median "
+                   f"search wall {c['median_wall_s']:.0f} s vs. {u['median_wall_s']:.0f} s.")
     return out
 
 
@@ -405,79 +468,117 @@ def _plot(res: dict[str, Any], path: Path) -> None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for name, row in res["suggest"]["samplers"].items():
         pts = row["points"]
-        line = a1.plot([p["n_trials"] for p in pts], [p["median_cpu_ms"] for p in pts], "o-", label=name)[0]
+        line = a1.plot([p["n_trials"] for p in pts], [p["median_cpu_ms"] for p in pts], "o-" if "uncapped" in name
+                       else "s-", label=name)[0]
         a1.plot([p["n_trials"] for p in pts], [p["median_ms"] for p in pts], ":", color=line.get_color(), alpha=0.5)
     a1.set_xscale("log")
     a1.set_yscale("log")
     a1.set_xlabel("completed trials in the study")
     a1.set_ylabel("ms per suggestion (CPU solid, wall dotted)")
-    a1.set_title("Optuna suggestion cost, 6 params")
+    a1.set_title(f"Optuna suggestion cost, 6 params (hpo's tpe: max_history {res['suggest'].get('tpe_max_history')})")
     a1.grid(True, which="both", alpha=0.3)
     a1.legend(fontsize=8)
-    a3 = a2.twinx()
-    for v in res["search"]["variants"]:
-        xs = [b["trials_done"] for b in v["blocks"]]
-        a2.plot(xs, [b["trials_per_s"] or 0 for b in v["blocks"]], "o-", label=f"trials/s ({v['variant']})")
-        a3.plot(xs, [b["rss_mb"] for b in v["blocks"]], "s--", alpha=0.6, label=f"driver RSS ({v['variant']})")
-    a2.set_xlabel("trials done")
-    a2.set_ylabel(f"trials/s over each block of {res['search']['variants'][0]['block_size']}")
-    a3.set_ylabel("driver RSS (MiB)")
-    a2.set_ylim(bottom=0)
-    a3.set_ylim(bottom=0)
-    a2.set_title(f"{res['search']['trials']}-trial search through hpo.run")
-    h1, l1 = a2.get_legend_handles_labels()
-    h2, l2 = a3.get_legend_handles_labels()
-    a2.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower left")
+    search = res.get("search")
+    if search and search["variants"]:
+        a3 = a2.twinx()
+        for v in search["variants"]:
+            xs = [b["trials_done"] for b in v["blocks"]]
+            a2.plot(xs, [b["trials_per_s"] or 0 for b in v["blocks"]], "o-", label=f"trials/s ({v['variant']})")
+            a3.plot(xs, [b["rss_mb"] for b in v["blocks"]], "s--", alpha=0.6, label=f"driver RSS ({v['variant']})")
+        a2.set_xlabel("trials done")
+        a2.set_ylabel(f"trials/s over each block of {search['variants'][0]['block_size']}")
+        a3.set_ylabel("driver RSS (MiB)")
+        a2.set_ylim(bottom=0)
+        a3.set_ylim(bottom=0)
+        a2.set_title(f"{search['trials']}-trial search through hpo.run")
+        h1, l1 = a2.get_legend_handles_labels()
+        h2, l2 = a3.get_legend_handles_labels()
+        a2.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower left")
+    else:
+        a2.set_axis_off()
+        a2.text(0.5, 0.5, "search at scale: not measured", ha="center", va="center")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+def suggest_section(sizes: list[int], asks: int, repeats: int, trials: int) -> dict[str, Any]:
+    """Part 2: the suggestion cost of every sampler in SAMPLERS, with what hpo does about it."""
+    load0, t0 = os.getloadavg()[0], time.time()
+    measured = measure_suggest(list(SAMPLERS), sizes, asks, repeats)
+    cap = _tpe_history_cap()
+    samplers = {name: {"hpo_options": SAMPLERS[name][0], "points": points,
+                       "estimated_total_s": round(estimated_total_s(points, trials), 1)}
+                for name, points in measured.items()}
+    return {
+        "sizes": sizes, "asks": asks, "repeats": repeats,
+        "space": {n: type(p).__name__ for n, p in SPACE.params.items()},
+        "estimate_for_trials": trials, "samplers": samplers, "tpe_max_history": cap,
+        "hpo": (f"hpo caps TPE's history: `searcher: tpe` models at most max_history={cap} finished trials per "
+                "suggestion, its whole good group (the best gamma(n) trials, exactly as uncapped TPE) plus the most "
+                "recent others, so the cost stops growing past that size; `searcher_options: {max_history: 0}` "
+                "restores Optuna's uncapped TPE."),
+        "measured": {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": round(time.time() - t0, 1),
+                     "load_avg_1min": {"start": round(load0, 2), "end": round(os.getloadavg()[0], 2)},
+                     "machine": _machine()},
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="300 trials, study sizes 100 and 500 (a smoke test)")
+    ap.add_argument("--quick", action="store_true", help="300 trials, study sizes 100 and 1200 (a smoke test)")
     ap.add_argument("--trials", type=int, help="trials in the search (default 10000; 300 with --quick)")
     ap.add_argument("--tracking", action="store_true", help="also run the search with MLflow tracking to SQLite")
-    ap.add_argument("--sizes", help="comma-separated study sizes (default 100,1000,3000,10000; 100,500 with --quick)")
-    ap.add_argument("--asks", type=int, help="timed asks at each study size (default 20; 10 with --quick)")
+    ap.add_argument("--sizes", help="comma-separated study sizes (default 100,1000,3000,10000; 100,1200 with --quick)")
+    ap.add_argument("--asks", type=int, help="timed asks at each study size per round (default 20; 10 with --quick)")
+    ap.add_argument("--repeats", type=int, help="rounds of the suggestion timings (default 3; 1 with --quick)")
+    ap.add_argument("--suggest-only", action="store_true",
+                    help="measure only the suggestion cost and update that section of the existing results")
+    ap.add_argument("--cap-quality", action="store_true",
+                    help="also compare search quality with and without TPE's history cap: 1000-trial searches, "
+                         "max_history 200, 5 seeds (about 5 minutes); 150 trials, cap 100, 2 seeds with --quick")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
-    trials = args.trials or (300 if args.quick else 10_000)
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([100, 500] if args.quick
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([100, 1200] if args.quick
                                                                           else [100, 1000, 3000, 10_000])
     asks = args.asks or (10 if args.quick else 20)
-
-    import ray
-
-    work = Path(tempfile.mkdtemp(prefix="hpo-bench-scale-"))
-    variants = ["off", "sqlite"] if args.tracking else ["off"]
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    try:
-        runs = [measure_search(trials, v, work) for v in variants]
-    finally:
-        ray.shutdown()
-        shutil.rmtree(work, ignore_errors=True)
-    samplers = {}
-    for name in SAMPLERS:
-        points = measure_suggest(name, sizes, asks)
-        samplers[name] = {"points": points, "estimated_total_s": round(estimated_total_s(points, trials), 1)}
-    res: dict[str, Any] = {
-        "benchmark": "scale",
-        "quick": args.quick,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    **_versions()},
-        "search": {"trials": trials, "variants": runs,
-                   "description": f"{trials} trials of a one-report trainable, random + FIFO, 1 CPU each on "
-                                  "a 2-CPU embedded Ray, tracking " + " / ".join(variants)},
-        "suggest": {"sizes": sizes, "asks": asks, "space": {n: type(p).__name__ for n, p in SPACE.params.items()},
-                    "estimate_for_trials": trials, "samplers": samplers},
-        "hpo_caps_suggest_cost": False,
-    }
-    res["findings"] = _findings(res)
+    repeats = args.repeats or (1 if args.quick else 3)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = "scale_quick" if args.quick else "scale"
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
+    path = out / f"{stem}.json"
+
+    if args.suggest_only:
+        res: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {
+            "benchmark": "scale", "quick": args.quick, "machine": _machine(), "search": None}
+        search = res.get("search")
+        trials = args.trials or (search["trials"] if search else (300 if args.quick else 10_000))
+    else:
+        trials = args.trials or (300 if args.quick else 10_000)
+        import ray
+
+        work = Path(tempfile.mkdtemp(prefix="hpo-bench-scale-"))
+        variants = ["off", "sqlite"] if args.tracking else ["off"]
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+        try:
+            runs = [measure_search(trials, v, work) for v in variants]
+        finally:
+            ray.shutdown()
+            shutil.rmtree(work, ignore_errors=True)
+        res = {
+            "benchmark": "scale",
+            "quick": args.quick,
+            "machine": _machine(),
+            "search": {"trials": trials, "variants": runs,
+                       "description": f"{trials} trials of a one-report trainable, random + FIFO, 1 CPU each on "
+                                      "a 2-CPU embedded Ray, tracking " + " / ".join(variants)},
+        }
+    res["suggest"] = suggest_section(sizes, asks, repeats, trials)
+    res["hpo_caps_suggest_cost"] = res["suggest"]["tpe_max_history"] is not None
+    if args.cap_quality:
+        res["cap_quality"] = measure_cap_quality(*((150, 100, 2) if args.quick else (1000, 200, 5)))
+    res["findings"] = _findings(res)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2))
     _plot(res, out / f"{stem}.png")
     _print(res)
     return res

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -200,12 +201,39 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+_URI_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def tracking_uri_of(exp: Experiment, override: str | None) -> str:
+    """The MLflow store a search writes to: ``--tracking-uri``, the experiment file, the
+    environment, else ``sqlite:///<cwd>/mlflow.db``. Checked here, before anything is launched."""
+    from hpo.tracking.mlflow import default_tracking_uri
+
+    for key, uri in (("--tracking-uri", override), ("tracking.tracking_uri", exp.tracking.tracking_uri),
+                     ("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI"))):
+        if not uri:
+            continue
+        scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+        shown = re.sub(r"//[^/@]*@", "//***@", uri)  # credentials never reach a message
+        if scheme not in _URI_SCHEMES:
+            raise HpoConfigError(key, f"must be an MLflow tracking URI starting with one of "
+                                 f"{', '.join(s + ':' for s in _URI_SCHEMES)}", shown,
+                                 "MLflow 3 refuses its plain file store: use sqlite:///path/mlflow.db"
+                                 if scheme in ("file", "") else None)
+        if scheme == "sqlite":
+            path = uri.split(":///", 1)[1] if ":///" in uri else ""
+            if path and not Path(path).parent.is_dir():
+                raise HpoConfigError(key, "must name an SQLite file in an existing directory", shown)
+        return uri
+    return default_tracking_uri()
+
+
 def _tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: str | None) -> Any:
     import yaml
 
-    from hpo.tracking.mlflow import MlflowTracker, default_tracking_uri
+    from hpo.tracking.mlflow import MlflowTracker
 
-    uri = tracking_uri or exp.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    uri = tracking_uri_of(exp, tracking_uri)
     spec = exp.strategy.spec()
     tags = {"hpo.search": exp.name, "hpo.storage_path": str(run_dir), **_versions()}
     commit = _git_commit()
@@ -272,6 +300,8 @@ def run(
             data["trainable"] = trainable
         exp = Experiment.from_dict(data)
     data = _check_before_launch(exp)
+    if exp.tracking.enabled:
+        tracking_uri = tracking_uri_of(exp, tracking_uri)
     run_dir = Path(exp.storage_path).resolve() / f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     suffix = 1
     while run_dir.exists():
@@ -392,6 +422,8 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
                 rungs=outcomes.rungs(),
                 study=getattr(collector.searcher, "study", None),
             )
+            if tracker is not None:
+                tracker.begin_finish(results)  # leaderboard and plots while the best trial is recovered
             if not failed and exp.is_builtin and exp.task.get("test_best", True) and results.best_trial:
                 from hpo.train.best import recover_best
 

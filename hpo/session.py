@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GPU_KEY", "HISTORY_KEY", "NODE_KEY", "STARTED_KEY", "STEP_KEY", "TIME_KEY", "ReportPlan", "Reporter", "report"]
+__all__ = ["GPU_KEY", "HISTORY_KEY", "NODE_KEY", "STARTED_KEY", "STEP_KEY", "TIME_KEY", "ReportPlan", "Reporter",
+           "report"]
 
 NODE_KEY = "hpo_node"
 TIME_KEY = "hpo_time"  # wall-clock time of the report (Ray's own timestamp is whole seconds)

@@ -1,4 +1,4 @@
-"""The search-quality benchmark's quick mode: runs end to end and writes sane numbers."""
+"""The search-quality benchmark: its Bayesmark scoring on made-up runs, and its quick mode end to end."""
 
 from __future__ import annotations
 
@@ -10,7 +10,65 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import quality
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(values: list[float | None], steps: int = 3, statuses: list[str] | None = None) -> dict:
+    """A made-up run of full-budget trials with these values (None: a trial that reported nothing)."""
+    statuses = statuses or ["completed"] * len(values)
+    log, curve, best, cum = [], [], math.inf, 0
+    for v, st in zip(values, statuses):
+        cum += steps
+        log.append([cum, steps, st, v])
+        if st == "completed" and v is not None:
+            best = min(best, v)
+        curve.append([cum, best if math.isfinite(best) else None])
+    return {"trial_log": log, "curve": curve, "trial_epochs": cum, "trials": len(values),
+            "final_best": best if math.isfinite(best) else None}
+
+
+def test_bayesmark_score_clips_at_random_searchs_median_single_trial() -> None:
+    task = quality.Task("toy", "synthetic", "loss", "min", 3, "toy", optimum=0.0)
+    runs = {
+        # pooled random trials 1..8 (a pruned 0.5 is no full-budget trial): median single trial 4.5
+        "random+fifo": [_run([5.0, 1.0, 8.0, 6.0]), _run([2.0, 7.0, 3.0, 4.0, 0.5],
+                                                         statuses=["completed"] * 4 + ["pruned"])],
+        "tpe+fifo": [_run([9.0, 0.9]), _run([20.0, 30.0])],  # 0.9 scores 80; 20 clips to 4.5 and scores 0
+    }
+    res = quality.score_task(task, runs)
+    assert res["clip"] == 4.5 and res["clip_trials"] == 8
+    assert res["random_expected_final"] == 1.5 and res["target"] == 1.5
+    rnd, tpe = res["strategies"]["random+fifo"], res["strategies"]["tpe+fifo"]
+    # random's final bests 1 and 2: Bayesmark 100 x (1 - 1.5 / 4.5); at the same budget random is 0 by construction
+    assert rnd["score_mean"] == pytest.approx(100 * (1 - 1.5 / 4.5), abs=1e-3)
+    assert rnd["score_vs_random_mean"] == pytest.approx(0.0, abs=1e-9)
+    assert tpe["scores"] == [pytest.approx(80.0), pytest.approx(0.0)]
+    assert tpe["score_mean"] == pytest.approx(40.0)
+    assert tpe["scores_vs_random"] == [pytest.approx(40.0), pytest.approx(100 * (1 - 20 / 1.5), abs=1e-3)]
+    # random reaches its median final best (1.5) only in one seed of two: the lower median counts it reached;
+    # the ratio is random's median trial-epochs (12 and 15) over that
+    assert rnd["to_target"] == [6.0, None] and rnd["ratio"] == pytest.approx(13.5 / 6)
+    assert tpe["to_target"] == [6.0, None]
+
+
+def test_a_run_with_no_full_budget_trial_scores_as_one_random_trial() -> None:
+    task = quality.Task("toy", "synthetic", "loss", "min", 3, "toy", optimum=0.0)
+    runs = {"random+fifo": [_run([1.0, 3.0]), _run([2.0, 4.0])],
+            "tpe+asha": [_run([0.5], statuses=["pruned"]), _run([1.0])]}
+    row = quality.score_task(task, runs)["strategies"]["tpe+asha"]
+    assert row["scores"][0] == 0.0 and row["scores_vs_random"][0] is None
+    assert row["score_vs_random_mean"] is None  # not averaged over the seeds that happened to finish
+
+
+def test_asha_strategies_get_random_fifos_compute_not_its_trial_count() -> None:
+    for label, (_, scheduler) in quality.STRATEGIES.items():
+        strategy = quality.strategy_of(label, 7, 27)
+        assert strategy["seed"] == 7 and strategy["max_t"] == 27
+        assert (scheduler in quality.EQUAL_COMPUTE) == (scheduler == "asha")
+        if scheduler == "asha":
+            assert set(quality.ASHA_OPTIONS) <= set(strategy["scheduler_options"])
 
 
 @pytest.mark.slow
@@ -19,7 +77,7 @@ def test_quality_quick(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--quick", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "targets:" in proc.stdout
+    assert "targets:" in proc.stdout and "Bayesmark" in proc.stdout
     res = json.loads((tmp_path / "quality_quick.json").read_text())
     assert (tmp_path / "quality_quick.png").stat().st_size > 0
     assert res["quick"] is True
@@ -27,29 +85,47 @@ def test_quality_quick(tmp_path: Path) -> None:
     assert set(res["tasks"]) == {"branin", "hartmann6"}
     for name, task in res["tasks"].items():
         assert task["optimum_source"] == "known"
-        # the known optimum is a lower bound for every result; random's mean lies above it
-        assert task["random_expected_final"] > task["optimum"]
+        budget = trials * task["steps_per_trial"]
+        # the known optimum is a lower bound for every result; one random trial is worse than the best of many
+        assert task["clip"] > task["random_expected_final"] > task["optimum"]
+        assert task["clip_trials"] == seeds * trials
         assert set(task["strategies"]) == {"random+fifo", "tpe+fifo", "tpe+asha"}
         for label, row in task["strategies"].items():
             runs = row["runs"]
             assert len(runs) == seeds
             for run in runs:
-                assert run["trials"] == trials
-                assert run["completed"] + run["pruned"] + run["failed"] == trials
-                assert run["final_best"] is not None and run["final_best"] >= task["optimum"] - 1e-9
+                log = run["trial_log"]
+                assert [r[0] for r in log] == sorted(r[0] for r in log) and log[-1][0] == run["trial_epochs_run"]
+                assert all(r[2] in quality.TRIAL_STATUSES for r in log)
+                counted = [r for r in log if r[0] <= budget]
+                assert run["trials"] == len(counted) == len(run["curve"])
+                assert run["completed"] + run["pruned"] + run["stopped"] + run["failed"] == run["trials"]
+                full = [r[3] for r in counted if r[2] == "completed"]
+                assert run["completed"] == len(full) and all(r[1] == task["steps_per_trial"]
+                                                             for r in counted if r[2] == "completed")
+                assert run["final_best"] is not None and run["final_best"] == min(full)
+                assert run["final_best"] >= task["optimum"] - 1e-9
                 cum = [c for c, _ in run["curve"]]
-                assert cum == sorted(cum) and cum[-1] == run["trial_epochs"]
+                assert cum == sorted(cum) and cum[-1] == run["trial_epochs"] <= budget
                 bests = [b for _, b in run["curve"] if b is not None]
                 assert bests == sorted(bests, reverse=True) and bests[-1] == run["final_best"]
                 if label.endswith("fifo"):  # every trial runs the full budget
-                    assert run["trial_epochs"] == trials * task["steps_per_trial"]
-                else:
-                    assert run["trial_epochs"] <= trials * task["steps_per_trial"]
-            assert all(math.isfinite(s) and s <= 100 + 1e-6 for s in row["scores"]), (name, label, row["scores"])
-            assert math.isfinite(row["score_mean"])
+                    assert run["trials"] == run["completed"] == trials and run["trial_epochs"] == budget
+                    assert run["epoch_budget"] is None
+                else:  # equal compute: more, mostly pruned, trials within random+fifo's trial-epochs
+                    assert run["epoch_budget"] == budget and run["trials"] > trials and run["pruned"] > 0
+            for key in ("scores", "scores_vs_random"):
+                assert all(math.isfinite(s) and s <= 100 + 1e-6 for s in row[key]), (name, label, key, row[key])
+            assert all(s >= 0 for s in row["scores"])  # clipped at one random trial
+            assert math.isfinite(row["score_mean"]) and math.isfinite(row["score_vs_random_mean"])
             assert row["ratio"] is None or row["ratio"] > 0
-        # Bayesmark normalization: random search's expected score is 0 by construction
-        assert abs(task["strategies"]["random+fifo"]["score_mean"]) < 1e-6
+        # Bayesmark's score puts random search at its expected best over `trials` trials, above 0;
+        # the stricter score against random+fifo at the same budget is 0 for random by construction
+        rnd = task["strategies"]["random+fifo"]
+        assert 0 < rnd["score_mean"] < 100
+        assert abs(rnd["score_vs_random_mean"]) < 1e-6
     assert set(res["overall"]) == {"random+fifo", "tpe+fifo", "tpe+asha"}
-    assert abs(res["overall"]["random+fifo"]["score_mean"]) < 1e-6
+    assert abs(res["overall"]["random+fifo"]["score_vs_random_mean"]) < 1e-6
+    assert 0 < res["overall"]["random+fifo"]["score_mean"] < 100
     assert [t["met"] in (True, False) for t in res["targets"]] == [True, True]
+    assert "Bayesmark" in res["targets"][1]["target"]

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpo.errors import HpoConfigError
 from hpo.strategies._registry import StrategyInfo, register
+
+# Fewest finished trials `tpe`'s max_history may keep: TPE's good group (up to 25 trials for one
+# objective) plus a bad group of at least 75 recent ones.
+TPE_MIN_HISTORY = 100
 
 
 def _random(seed: int | None) -> Any:
@@ -22,12 +27,46 @@ def _sobol(seed: int | None, scramble: bool = True) -> Any:
     return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=scramble, seed=seed, warn_independent_sampling=False)
 
 
-def _tpe(seed: int | None, n_startup_trials: int = 10, multivariate: bool = False, group: bool = False) -> Any:
+def _max_history(value: Any, key: str) -> int | None:
+    """``tpe``'s ``max_history``: an integer >= TPE_MIN_HISTORY; 0 or null for no cap."""
+    if value is None or (value == 0 and not isinstance(value, bool)):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < TPE_MIN_HISTORY:
+        raise HpoConfigError(key, f"must be an integer >= {TPE_MIN_HISTORY}, or 0 or null for no cap", value,
+                             "It is the most finished trials TPE models per suggestion (default 1000).")
+    return value
+
+
+def _tpe(
+    seed: int | None,
+    n_startup_trials: int = 10,
+    multivariate: bool = False,
+    group: bool = False,
+    max_history: int | None = 1000,
+) -> Any:
+    """TPE; past ``max_history`` finished trials it models the best ones (its whole "good" group)
+    plus the most recent others, up to ``max_history``, so a suggestion's cost stops growing with
+    the study (see ``hpo.strategies._optuna.CappedTPESampler``). 0 or None: every trial."""
     import optuna
 
-    return optuna.samplers.TPESampler(
+    cap = _max_history(max_history, "strategy.searcher_options.max_history")
+    options: dict[str, Any] = dict(
         seed=seed, n_startup_trials=n_startup_trials, multivariate=multivariate, group=group and multivariate
     )
+    if cap is None:
+        return optuna.samplers.TPESampler(**options)
+    from hpo.strategies._optuna import CappedTPESampler
+
+    return CappedTPESampler(max_history=cap, **options)
+
+
+class _TPEInfo(StrategyInfo):
+    """``tpe``'s registry entry: also checks ``max_history``'s value when the experiment is validated."""
+
+    def check_options(self, options: dict[str, Any], key: str) -> None:
+        super().check_options(options, key)
+        if "max_history" in options:
+            _max_history(options["max_history"], f"{key}.max_history")
 
 
 def _cmaes(
@@ -130,8 +169,8 @@ BUILTINS = [
                  multi_objective=True),
     StrategyInfo("sobol", "sampler", "Quasi-random scrambled Sobol sequence: even coverage of the space", _sobol,
                  multi_objective=True, aliases=("qmc",)),
-    StrategyInfo("tpe", "sampler", "Optuna's Tree-structured Parzen Estimator (default Bayesian search)", _tpe,
-                 multi_objective=True, aliases=("optuna",)),
+    _TPEInfo("tpe", "sampler", "Optuna's Tree-structured Parzen Estimator (default Bayesian search)", _tpe,
+             multi_objective=True, aliases=("optuna",)),
     StrategyInfo("cmaes", "sampler", "Optuna's CMA-ES evolution strategy for continuous spaces", _cmaes),
     StrategyInfo("gp", "sampler", "Optuna's Gaussian-process Bayesian optimization", _gp, multi_objective=True),
     StrategyInfo("nsga2", "sampler", "Optuna's NSGA-II genetic algorithm for multi-objective Pareto fronts", _nsga2,

@@ -118,7 +118,10 @@ class MlflowTracker(Callback):
         self._jumps: dict[str, list[str]] = {}  # trial id -> PBT step jumps ("2->7")
         self._queue: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self._stop = threading.Event()
+        self._go = threading.Event()  # the first result is in: time to connect (see start)
         self._thread: threading.Thread | None = None
+        self._ending: threading.Thread | None = None  # end of the record, begun before finish (begin_finish)
+        self._trials_logged = False
         self.unlogged: list[str] = []  # trials not recorded because the server stayed down
         self.refused: list[str] = []  # runs with a batch the store refused outright
         self._deadline = 0.0
@@ -147,24 +150,30 @@ class MlflowTracker(Callback):
         tmp.write_text(json.dumps(state, indent=2, default=str))
         tmp.replace(p)  # a crash never leaves a half-written state file
 
-    def start(self) -> None:
+    def start(self, connect_after_s: float = 10.0) -> None:
         """Start the writer thread; it opens (or, on resume, reopens) the parent run first.
 
         Nothing here waits on the tracking server: if it is down, events queue up and the
-        writer retries with backoff, so the search itself never waits for MLflow.
+        writer retries with backoff, so the search itself never waits for MLflow. The writer
+        imports MLflow and opens the store (a fresh SQLite file runs MLflow's migrations: seconds
+        of CPU) only once the first trial result is in, or ``connect_after_s`` has passed, so
+        that work does not delay the first trials on a small machine.
         """
         if self._thread is not None:
             return
         import os
 
-        from mlflow.tracking import MlflowClient
-
         # Fail fast per request and let the writer's own backoff do the waiting.
         for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")):
             os.environ.setdefault(var, value)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        self._thread = threading.Thread(target=self._loop, name="hpo-mlflow", daemon=True)
+        self._thread = threading.Thread(target=self._loop, args=(connect_after_s,), name="hpo-mlflow", daemon=True)
         self._thread.start()
+
+    def _connect(self) -> None:
+        if self.client is None:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
 
     def _open(self) -> None:
         exp = self.client.get_experiment_by_name(self.experiment_name)
@@ -216,12 +225,15 @@ class MlflowTracker(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._queue.put(("result", trial.trial_id, result))
+        self._go.set()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._queue.put(("end", trial.trial_id, ("completed", None)))
+        self._go.set()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._queue.put(("end", trial.trial_id, ("errored", error_text(trial))))
+        self._go.set()
 
     def replay(self, trial_id: str, config: dict[str, Any], results: list[dict[str, Any]],
                errored: str | None = None) -> None:
@@ -233,7 +245,8 @@ class MlflowTracker(Callback):
 
     # -- background writer -------------------------------------------------------------------
 
-    def _loop(self) -> None:
+    def _loop(self, connect_after_s: float = 0.0) -> None:
+        self._go.wait(connect_after_s)
         backoff = 1.0
         pending: list[tuple[str, str, Any]] = []
         while True:
@@ -245,6 +258,7 @@ class MlflowTracker(Callback):
                     break
             try:
                 if self.parent_run_id is None or self.experiment_id is None:
+                    self._connect()
                     self._open()
                 self._write(pending)
                 pending, backoff = [], 1.0
@@ -421,6 +435,44 @@ class MlflowTracker(Callback):
 
     # -- end -----------------------------------------------------------------------------------
 
+    def begin_finish(self, results: Any) -> None:
+        """Start the end of the search's record in the background: flush every trial, then the
+        leaderboard, plots and best-trial tags on the parent run. Call it as soon as the trials
+        are done, so this overlaps with recovering the best trial; :meth:`finish` completes it."""
+        if self._thread is None or self._ending is not None:
+            return
+        self._deadline = time.monotonic() + self.flush_timeout_s  # keep retrying a down server until then
+        self._stop.set()
+        self._go.set()
+        self._ending = threading.Thread(target=self._end_trials, args=(results,), name="hpo-mlflow-end", daemon=True)
+        self._ending.start()
+
+    def _end_trials(self, results: Any) -> None:
+        assert self._thread is not None
+        self._thread.join(self.flush_timeout_s + 30)
+        if self._thread.is_alive() or self.unlogged or self.parent_run_id is None:
+            return
+        parent = self.parent_run_id
+        summary = results.summary()
+        try:
+            self._log_results(parent, results)
+            self._log_batch(parent, tags={
+                "hpo.best_config": json.dumps(summary.get("best_config") or {}, default=str)[:5000],
+                "hpo.num_trials": str(summary.get("num_trials")),
+                "hpo.num_pruned": str(summary.get("num_pruned")),
+                "hpo.num_errored": str(summary.get("num_errored")),
+            })
+            metric = summary.get("best_metric")
+            name = f"best_{results.metric}"
+            already = self.client.get_run(parent).data.metrics.get(name) == metric  # a replay logs it once
+            if isinstance(metric, (int, float)) and math.isfinite(metric) and not already:
+                from mlflow.entities import Metric
+
+                self._log_batch(parent, metrics=[Metric(name, float(metric), int(time.time() * 1000), 0)])
+            self._trials_logged = True
+        except Exception as exc:
+            log.warning("MLflow could not record the search summary: %s", exc)
+
     def finish(self, results: Any, failed: bool = False) -> None:
         """Flush everything, record the search's outcome on the parent run and close it.
 
@@ -429,31 +481,18 @@ class MlflowTracker(Callback):
         """
         if self._thread is None:
             return
-        self._deadline = time.monotonic() + self.flush_timeout_s  # keep retrying a down server until then
-        self._stop.set()
-        self._thread.join(self.flush_timeout_s + 30)
+        self.begin_finish(results)
+        assert self._ending is not None
+        self._ending.join(self.flush_timeout_s + 60)
         if self._thread.is_alive() or self.unlogged or self.parent_run_id is None:
             missing = self.unlogged or sorted({tid for _, tid, _ in list(self._queue.queue) if tid}) or ["the search"]
             log.warning("MLflow at %s did not record %s", self.tracking_uri, ", ".join(missing))
             return
+        if not self._trials_logged:
+            return  # the summary could not be written: warned already
         parent = self.parent_run_id
         summary = {**results.summary(), "metric": results.metric}
         try:
-            self._log_results(parent, results)
-            best = summary.get("best_config") or {}
-            self._log_batch(parent, tags={
-                "hpo.best_config": json.dumps(best, default=str)[:5000],
-                "hpo.num_trials": str(summary.get("num_trials")),
-                "hpo.num_pruned": str(summary.get("num_pruned")),
-                "hpo.num_errored": str(summary.get("num_errored")),
-            })
-            metric = summary.get("best_metric")
-            name = f"best_{summary['metric']}"
-            already = self.client.get_run(parent).data.metrics.get(name) == metric  # a replay logs it once
-            if isinstance(metric, (int, float)) and math.isfinite(metric) and not already:
-                from mlflow.entities import Metric
-
-                self._log_batch(parent, metrics=[Metric(name, float(metric), int(time.time() * 1000), 0)])
             self.client.log_text(parent, json.dumps(summary, indent=2, default=str), "summary.json")
             info = getattr(results, "best_model_info", None)
             tested = (info or {}).get("test_metrics") or {}
