@@ -14,6 +14,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
 from importlib import metadata
@@ -41,14 +42,42 @@ def _check_before_launch(exp: Experiment) -> Any:
 
     For the built-in task this loads the data set (once, on the driver) and returns it.
     """
-    if exp.is_builtin:
-        from hpo.train import validate_task
+    _check_settings(exp)
+    return _load_data(exp)
 
-        return validate_task(exp.task, {n: p.values() for n, p in exp.space.params.items()}, exp.metrics,
-                             exp.resources.gpu)
-    if isinstance(exp.trainable, str):
+
+def _check_settings(exp: Experiment) -> None:
+    """The checks that need no data (milliseconds): names, keys, import paths."""
+    if exp.is_builtin:
+        from hpo.train.task import check_task_settings
+
+        check_task_settings(exp.task, _space_values(exp), exp.resources.gpu)
+    elif isinstance(exp.trainable, str):
         import_callable(exp.trainable)
-    return None
+
+
+def _load_data(exp: Experiment) -> Any:
+    """The built-in task's data set, loaded and checked against the task (losses, models, metrics)."""
+    if not exp.is_builtin:
+        return None
+    from hpo.train.task import load_task_data
+
+    return load_task_data(exp.task, _space_values(exp), exp.metrics)
+
+
+def _space_values(exp: Experiment) -> dict[str, list[Any] | None]:
+    return {n: p.values() for n, p in exp.space.params.items()}
+
+
+def _load_data_meanwhile(exp: Experiment) -> Future:
+    """Load the data in a thread while Ray starts (about a second of imports and parsing off
+    the start-up path). A data error still comes before any trial, run directory or MLflow
+    run exists; Ray, started meanwhile, is shut down again."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="hpo-data")
+    try:
+        return pool.submit(_load_data, exp)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def builtin_task(exp: Experiment) -> dict[str, Any]:
@@ -295,13 +324,14 @@ def run(
     if isinstance(experiment, Experiment):
         exp = experiment
     else:
-        data = dict(experiment or {}) | kwargs
+        fields = dict(experiment or {}) | kwargs
         if trainable is not None:
-            data["trainable"] = trainable
-        exp = Experiment.from_dict(data)
-    data = _check_before_launch(exp)
+            fields["trainable"] = trainable
+        exp = Experiment.from_dict(fields)
+    _check_settings(exp)
     if exp.tracking.enabled:
         tracking_uri = tracking_uri_of(exp, tracking_uri)
+    data = _load_data_meanwhile(exp)
     run_dir = Path(exp.storage_path).resolve() / f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     suffix = 1
     while run_dir.exists():
@@ -340,13 +370,14 @@ def resume(name_or_path: str, *, trainable: Callable[..., Any] | None = None, st
     if trainable is not None:
         record["trainable"] = trainable
     exp = Experiment.from_dict(record)
-    data = _check_before_launch(exp)
+    _check_settings(exp)
+    data = _load_data_meanwhile(exp)
     return _execute(exp, run_dir, address or exp.address, tracking_uri or recorded_uri, restore=True, fn=trainable,
                     data=data)
 
 
 def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: str | None, *, restore: bool,
-             fn: Callable[..., Any] | None, data: Any = None) -> Results:
+             fn: Callable[..., Any] | None, data: Future) -> Results:
     from ray import tune
 
     from hpo.progress import Progress
@@ -354,7 +385,8 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
 
     num_samples = exp.resolved_num_samples()
     with _ray(address), _tune_env():
-        trainable = _trainable(exp, fn, data)
+        dataset = data.result()  # its error, if any, ends the search here: Ray is shut down, nothing written
+        trainable = _trainable(exp, fn, dataset)
         if restore and (run_dir / "tuner.pkl").exists():
             tuner = tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=False)
             # The callbacks were pickled with the searcher and scheduler in one tuner.pkl, so
@@ -427,7 +459,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             if not failed and exp.is_builtin and exp.task.get("test_best", True) and results.best_trial:
                 from hpo.train.best import recover_best
 
-                results.best_model_info = recover_best(results, builtin_task(exp), data,
+                results.best_model_info = recover_best(results, builtin_task(exp), dataset,
                                                        {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}, run_dir)
             _write_state(run_dir / TRIALS_FILE, {"trials": [asdict(t) for t in results.trials]})
             if tracker is not None:

@@ -111,8 +111,12 @@ def validate_task(task: dict[str, Any], space_values: dict[str, list[Any] | None
         metrics: the metrics the search optimizes.
         gpu: the GPU share each trial reserves.
     """
-    from hpo.train.data import DataSpec, load_dataset
+    check_task_settings(task, space_values, gpu)
+    return load_task_data(task, space_values, metrics)
 
+
+def check_task_settings(task: dict[str, Any], space_values: dict[str, list[Any] | None], gpu: float = 0.0) -> None:
+    """The checks of :func:`validate_task` that need no data: keys, names, numbers (milliseconds)."""
     known = TaskConfig.keys()
     # Keys the built-in task does not know are for the user's model or training step, if there is one.
     user_code = any(":" in str(v) for f in _IMPORTABLE for v in [task.get(f), *(space_values.get(f) or [])])
@@ -142,6 +146,14 @@ def validate_task(task: dict[str, Any], space_values: dict[str, list[Any] | None
         raise HpoConfigError("task.precision", "fp16 needs a GPU (resources.gpu > 0)", "fp16",
                              "Use bf16 on CPU, or give each trial a GPU share.")
 
+
+def load_task_data(task: dict[str, Any], space_values: dict[str, list[Any] | None],
+                   metrics: list[str] | None = None) -> Any:
+    """The checks of :func:`validate_task` that need the data (it is loaded here); returns the first data set."""
+    from hpo.train.data import DataSpec, load_dataset
+
+    known = TaskConfig.keys()
+    folds = _int_setting(task, "cv_folds", 0, 0)
     base = {k: v for k, v in task.items() if k in known}
     names = [task.get("dataset", TaskConfig.dataset), *(space_values.get("dataset") or [])]
     loaded = {}
