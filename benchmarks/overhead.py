@@ -56,7 +56,9 @@ HPO_DOES = ("Ray actors are reused between trials; the data set is loaded once o
             "through Ray's object store; the built-in task reports to Ray Tune only at the epochs the scheduler "
             "decides at (FIFO: once, at the end; ASHA: its rungs; at least every flush_interval_s/2), the other "
             "epochs travel along with that report and still reach MLflow with their own step and time; Ray's "
-            "CSV/TensorBoard loggers and result tables are off; MLflow is written in batches by a background thread.")
+            "CSV/TensorBoard loggers and result tables are off; MLflow is written in batches by a background thread "
+            "that imports MLflow and opens the store only once the first result is in; at start-up the data set "
+            "loads in a thread while Ray starts.")
 WAYS = {"a": "in-process loop", "b": "plain Ray Tune", "c": "plain Optuna, 2 procs", "d": "hpo run"}
 
 
