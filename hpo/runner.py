@@ -135,13 +135,27 @@ def _collector_class() -> type:
         """Checks that every result carries the metrics; keeps the final trial list; ends the
         search once the trials together have run ``epoch_budget`` epochs."""
 
-        def __init__(self, metrics: list[str], searcher: Any, epoch_budget: int | None = None) -> None:
+        def __init__(self, metrics: list[str], searcher: Any, epoch_budget: int | None = None,
+                     outcomes: Any = None, trial_budget: int | None = None) -> None:
             self.metrics = metrics
             self.searcher = searcher  # pickled with the callbacks, so a resumed search keeps it
             self.error: MetricNotReportedError | None = None
             self.trials: list[Any] = []
             self.epoch_budget = epoch_budget
             self.epochs: dict[str, int] = {}  # trial id -> epochs it has run
+            self.running: set[str] = set()
+            self.outcomes = outcomes
+            self.trial_budget = trial_budget  # a trial's own full budget (epochs), when known
+            self.spent = False
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.running.add(trial.trial_id)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.running.discard(trial.trial_id)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.running.discard(trial.trial_id)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             for m in self.metrics:
@@ -157,8 +171,15 @@ def _collector_class() -> type:
             return False
 
         def stop_all(self) -> bool:
-            spent = self.epoch_budget is not None and sum(self.epochs.values()) >= self.epoch_budget
-            return self.error is not None or spent
+            if not self.spent and self.epoch_budget is not None and sum(self.epochs.values()) >= self.epoch_budget:
+                self.spent = True
+                # Trials the budget cuts short are pruned at their last epoch (told to Optuna as
+                # PRUNED, never the best with a partial value), not completed.
+                for tid in self.running:
+                    if self.outcomes is not None and (self.trial_budget is None
+                                                      or self.epochs.get(tid, 0) < self.trial_budget):
+                        self.outcomes.record_pruned(tid, self.epochs.get(tid, 0))
+            return self.error is not None or self.spent
 
     return Collector
 
@@ -401,7 +422,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             outcomes = TrialOutcomes()
             searcher, scheduler = build_strategy(exp.strategy.spec(), exp.space, exp.metrics, exp.modes, exp.budget,
                                                  outcomes)
-            collector = _collector_class()(exp.metrics, searcher, exp.epoch_budget)
+            collector = _collector_class()(exp.metrics, searcher, exp.epoch_budget, outcomes, exp.budget)
             tracker = _tracker(exp, run_dir, outcomes, tracking_uri) if exp.tracking.enabled else None
             from ray.tune.logger import JsonLoggerCallback
 

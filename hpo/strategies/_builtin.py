@@ -40,7 +40,7 @@ def _max_history(value: Any, key: str) -> int | None:
 def _tpe(
     seed: int | None,
     n_startup_trials: int = 10,
-    multivariate: bool = False,
+    multivariate: bool | None = None,
     group: bool = False,
     max_history: int | None = 1000,
 ) -> Any:
@@ -51,7 +51,8 @@ def _tpe(
 
     cap = _max_history(max_history, "strategy.searcher_options.max_history")
     options: dict[str, Any] = dict(
-        seed=seed, n_startup_trials=n_startup_trials, multivariate=multivariate, group=group and multivariate
+        # multivariate None: Optuna's own default (Optuna 5: multivariate for one objective)
+        seed=seed, n_startup_trials=n_startup_trials, multivariate=multivariate, group=bool(group and multivariate)
     )
     if cap is None:
         return optuna.samplers.TPESampler(**options)
