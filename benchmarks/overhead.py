@@ -235,8 +235,9 @@ def child_hpo(spec: dict[str, Any]) -> list[dict[str, float]]:
                    space={"params": params})
     (work / "exp.yaml").write_text(yaml.safe_dump(exp))
     hpo_bin = Path(sys.executable).with_name("hpo")
+    extra = [a for kv in spec.get("hpo_set", []) for a in ("--set", kv)]
     out = subprocess.run([str(hpo_bin), "run", str(work / "exp.yaml"), "--json", "--tracking-uri",
-                          f"sqlite:///{work}/mlflow.db"], capture_output=True, text=True, check=False)
+                          f"sqlite:///{work}/mlflow.db", *extra], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"hpo run failed:\n{out.stderr[-3000:]}")
     summary = json.loads(out.stdout)
@@ -333,6 +334,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--b-trials", type=int, default=32, help="configurations run by plain Ray Tune defaults")
     p.add_argument("--skip-second", action="store_true", help="skip the 1-second-trials workload")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--hpo-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to `hpo run --set` for way (d), e.g. tracking.enabled=false (to compare)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -346,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ideal: list[float] | None = None  # per-trial times of (a), in grid order
     for way in ways:
         k = min(n, args.b_trials) if way == "b" else n
-        digits.append(run_way(way, {"n": k, "epochs": epochs}, ideal))
+        digits.append(run_way(way, {"n": k, "epochs": epochs, "hpo_set": args.hpo_set}, ideal))
         if way == "a":
             ideal = digits[-1]["own_s"]
         print(f"  ({way}) {WAYS[way]}: {digits[-1]['search_wall_s']:.1f} s", file=sys.stderr, flush=True)
@@ -354,7 +357,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_second:
         for way in [w for w in ways if w in ("b", "d")]:
             k = min(n_sleep, args.b_trials) if way == "b" else n_sleep
-            one_second.append(run_way(way, {"n": k, "sleep": 1.0}))
+            one_second.append(run_way(way, {"n": k, "sleep": 1.0, "hpo_set": args.hpo_set}))
             print(f"  ({way}) 1-second trials: {one_second[-1]['search_wall_s']:.1f} s", file=sys.stderr, flush=True)
     import torch
 

@@ -20,12 +20,12 @@
    ``--asks`` asks at each size (each told afterwards, untimed), pooled over ``--repeats`` rounds
    (each round builds every study afresh; the samplers take turns within a round, in a rotating
    order, so a busy machine weighs on all of them alike). Samplers, all built by hpo's own
-   factories in ``hpo.strategies._builtin``: ``random``; ``tpe`` (hpo's default ``searcher: tpe``,
-   whose history is capped at ``max_history: 1000`` trials: TPE models the best trials that form
-   its "good" group, exactly as uncapped TPE, plus the most recent others, see
-   ``hpo.strategies._optuna.CappedTPESampler``); ``tpe_uncapped`` (``max_history: 0``: Optuna's
-   plain ``TPESampler``, every trial); ``tpe_multivariate`` and ``tpe_multivariate_uncapped`` (the
-   same with ``multivariate: true``). The table also estimates the driver time a whole
+   factories in ``hpo.strategies._builtin``: ``random``; ``tpe`` (independent TPE,
+   ``multivariate: false``, history capped at the default ``max_history: 1000`` trials: TPE models
+   the best trials that form its "good" group, exactly as uncapped TPE, plus the most recent
+   others, see ``hpo.strategies._optuna.CappedTPESampler``); ``tpe_uncapped`` (``max_history: 0``:
+   Optuna's plain ``TPESampler``, every trial); ``tpe_multivariate`` (hpo's default ``searcher:
+   tpe``: multivariate, capped) and ``tpe_multivariate_uncapped``. The table also estimates the driver time a whole
    ``--trials`` search would spend in suggestions.
 3. With ``--cap-quality``: what the cap costs in search quality. 1,000-trial searches of the
    six-parameter loss (minimum 0) with ``tpe`` at ``max_history: 200`` (five times fewer trials
@@ -70,9 +70,10 @@ SPACE = hpo.SearchSpace({
 # name -> (the hpo searcher options it stands for, the options given to hpo's `tpe` factory)
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "random": ("searcher: random", {}),
-    "tpe": ("searcher: tpe (hpo's default; max_history: 1000)", {}),
-    "tpe_uncapped": ("searcher: {name: tpe, max_history: 0}", {"max_history": 0}),
-    "tpe_multivariate": ("searcher: {name: tpe, multivariate: true}", {"multivariate": True}),
+    "tpe": ("searcher: {name: tpe, multivariate: false} (max_history: 1000)", {"multivariate": False}),
+    "tpe_uncapped": ("searcher: {name: tpe, multivariate: false, max_history: 0}",
+                     {"multivariate": False, "max_history": 0}),
+    "tpe_multivariate": ("searcher: tpe (hpo's default: multivariate, max_history: 1000)", {"multivariate": True}),
     "tpe_multivariate_uncapped": ("searcher: {name: tpe, multivariate: true, max_history: 0}",
                                   {"multivariate": True, "max_history": 0}),
 }
@@ -337,7 +338,7 @@ def measure_suggest(names: list[str], sizes: list[int], asks: int, repeats: int 
 
 def measure_cap_quality(trials: int, cap: int, seeds: int) -> dict[str, Any]:
     """Search quality with the history cap: ``trials``-trial searches of the six-parameter loss
-    (minimum 0) with hpo's ``tpe`` at ``max_history: cap`` and uncapped, the same seeds; the best
+    (minimum 0) with independent ``tpe`` at ``max_history: cap`` and uncapped, the same seeds; the best
     loss after a quarter, half and all of the trials, and each search's wall time."""
     import itertools
 
@@ -350,7 +351,8 @@ def measure_cap_quality(trials: int, cap: int, seeds: int) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"capped": [], "uncapped": []}
     for seed in range(seeds):
         for name, max_history in (("capped", cap), ("uncapped", 0)):
-            study = optuna.create_study(sampler=_tpe(seed, max_history=max_history), direction="minimize")
+            study = optuna.create_study(sampler=_tpe(seed, multivariate=False, max_history=max_history),
+                                        direction="minimize")
             t0 = time.perf_counter()
             study.optimize(lambda trial: _loss(SPACE.suggest(trial)), n_trials=trials)
             wall = time.perf_counter() - t0
@@ -442,8 +444,9 @@ def _findings(res: dict[str, Any]) -> list[str]:
     last = s["sizes"][-1]
     tail = {name: row["points"][-1]["median_ms"] for name, row in s["samplers"].items()}
     cap = s.get("tpe_max_history")
-    for capped, uncapped, label in (("tpe", "tpe_uncapped", "TPE (hpo's default)"),
-                                    ("tpe_multivariate", "tpe_multivariate_uncapped", "multivariate TPE")):
+    pairs = (("tpe", "tpe_uncapped", "independent TPE"),
+             ("tpe_multivariate", "tpe_multivariate_uncapped", "multivariate TPE (hpo's default)"))
+    for capped, uncapped, label in pairs:
         if capped in tail and uncapped in tail:
             out.append(f"{label} at {last} trials: {tail[capped]:.0f} ms per suggestion with hpo's history cap "
                        f"(max_history {cap}), {tail[uncapped]:.0f} ms uncapped ({tail[uncapped] / tail[capped]:.1f}x); "
