@@ -135,6 +135,12 @@ def _collector_class() -> type:
         """Checks that every result carries the metrics; keeps the final trial list; ends the
         search once the trials together have run ``epoch_budget`` epochs."""
 
+        # defaults for a collector unpickled from a search started by an earlier hpo version
+        epoch_budget: int | None = None
+        outcomes: Any = None
+        trial_budget: int | None = None
+        spent = False
+
         def __init__(self, metrics: list[str], searcher: Any, epoch_budget: int | None = None,
                      outcomes: Any = None, trial_budget: int | None = None) -> None:
             self.metrics = metrics
@@ -149,13 +155,13 @@ def _collector_class() -> type:
             self.spent = False
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.running.add(trial.trial_id)
+            self.__dict__.setdefault("running", set()).add(trial.trial_id)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.running.discard(trial.trial_id)
+            self.__dict__.setdefault("running", set()).discard(trial.trial_id)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.running.discard(trial.trial_id)
+            self.__dict__.setdefault("running", set()).discard(trial.trial_id)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             for m in self.metrics:
@@ -263,13 +269,13 @@ def tracking_uri_of(exp: Experiment, override: str | None) -> str:
                      ("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI"))):
         if not uri:
             continue
-        scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+        scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()  # "databricks" alone is a URI too
         shown = re.sub(r"//[^/@]*@", "//***@", uri)  # credentials never reach a message
         if scheme not in _URI_SCHEMES:
             raise HpoConfigError(key, f"must be an MLflow tracking URI starting with one of "
                                  f"{', '.join(s + ':' for s in _URI_SCHEMES)}", shown,
                                  "MLflow 3 refuses its plain file store: use sqlite:///path/mlflow.db"
-                                 if scheme in ("file", "") else None)
+                                 if scheme == "file" or ":" not in uri else None)
         if scheme == "sqlite":
             path = uri.split(":///", 1)[1] if ":///" in uri else ""
             if path and not Path(path).parent.is_dir():

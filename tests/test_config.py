@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import hpo
 from hpo import Experiment, HpoConfigError, load_experiment
 from hpo.runner import _check_before_launch
 
@@ -158,3 +159,19 @@ def test_grid_values_under_a_searcher_that_cannot_search_them_are_rejected():
         Experiment.from_dict(base(strategy="cmaes", space={"lr": {"type": "grid", "values": [0.1, 0.01]}}))
     finally:
         _REGISTRY.pop("continuous-only")
+
+
+def test_tracking_uri_is_checked_before_launch_and_credentials_are_masked(tmp_path, monkeypatch):
+    from tests import trainables
+
+    exp = dict(name="u", trainable=trainables.quadratic, space={"x": hpo.Float(0.0, 1.0)}, metric="loss", mode="min",
+               storage_path=str(tmp_path / "runs"))
+    with pytest.raises(HpoConfigError, match=r"tracking\.tracking_uri: .*plain file store"):
+        hpo.run(exp, tracking={"tracking_uri": "./mlruns"})
+    with pytest.raises(HpoConfigError, match=r"--tracking-uri: must name an SQLite file in an existing directory"):
+        hpo.run(exp, tracking_uri=f"sqlite:///{tmp_path}/missing/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "ftp://user:secret@host/x")
+    with pytest.raises(HpoConfigError, match="MLFLOW_TRACKING_URI") as err:
+        hpo.run(exp)
+    assert "secret" not in str(err.value) and "***@host" in str(err.value)
+    assert not (tmp_path / "runs").exists()  # nothing launched or written
