@@ -170,6 +170,14 @@ def _collector_class() -> type:
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
             self.trials = list(trials)
+            if self.spent and self.outcomes is not None:
+                # Trials the budget stopped before they reported (or before their full budget)
+                # did not complete either.
+                for t in trials:
+                    steps = self.epochs.get(t.trial_id, 0)
+                    short = steps == 0 or (self.trial_budget is not None and steps < self.trial_budget)
+                    if short and t.status != "ERROR" and not self.outcomes.is_pruned(t.trial_id):
+                        self.outcomes.record_pruned(t.trial_id, steps)
 
         def __call__(self, trial_id: str, result: dict) -> bool:
             if self.epoch_budget is not None:
