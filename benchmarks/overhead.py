@@ -243,13 +243,27 @@ def child_hpo(spec: dict[str, Any]) -> list[dict[str, float]]:
     summary = json.loads(out.stdout)
     if summary["num_completed"] != spec["n"]:
         raise RuntimeError(f"hpo completed {summary['num_completed']} of {spec['n']} trials")
-    recs = []
+    from hpo.packing import split_result
+    from hpo.session import HISTORY_KEY, PACK_KEY
+
+    trials: dict[str, list[dict[str, Any]]] = {}  # trial id -> its steps, oldest first
+    firsts: dict[str, float] = {}
+    starts: dict[str, float] = {}
     for f in Path(summary["storage_path"]).glob("*/result.json"):
-        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-        first, last = rows[0], rows[-1]
+        for line in f.read_text().splitlines():
+            row = json.loads(line) if line.strip() else None
+            if row is None:
+                continue
+            # a packed Ray trial carries several trials: each is counted on its own
+            packed = PACK_KEY in row.get("config", {})
+            for tid, sub in split_result(row) if packed else [(row["trial_id"], row)]:
+                firsts.setdefault(tid, sub["hpo_time"])  # when its first report was sent
+                starts.setdefault(tid, sub.get("hpo_started", sub.get("t_start")))
+                trials.setdefault(tid, []).extend([*sub.get(HISTORY_KEY, []), sub])
+    recs = []
+    for tid, steps in trials.items():
         # own time: from the trial's own start (model build) to its last epoch, as in (a)-(c)
-        recs.append({"t_start": first.get("hpo_started", first.get("t_start")), "t_first": first["hpo_time"],
-                     "t_end": last["hpo_time"]})
+        recs.append({"t_start": starts[tid], "t_first": firsts[tid], "t_end": steps[-1]["hpo_time"]})
     return recs
 
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hpo.session import GPU_KEY, HISTORY_KEY, NODE_KEY, STARTED_KEY, STEP_KEY, TIME_KEY
+from hpo.session import (
+    END_KEY,
+    ERROR_KEY,
+    GPU_KEY,
+    HISTORY_KEY,
+    NODE_KEY,
+    STARTED_KEY,
+    STEP_KEY,
+    SUB_KEY,
+    TIME_KEY,
+)
 
 # Ray's bookkeeping fields (ray.tune.result.AUTO_RESULT_KEYS, DEBUG_METRICS and friends):
 # listed here so importing this module does not import Ray.
@@ -14,6 +24,7 @@ NOT_METRICS = frozenset({
     "time_this_iter_s", "timestamp", "date", "time_since_restore", "timesteps_since_restore",
     "iterations_since_restore", "config", "checkpoint_dir_name", "trial_id", "experiment_id", "done",
     "should_checkpoint", "experiment_tag", NODE_KEY, TIME_KEY, GPU_KEY, STEP_KEY, HISTORY_KEY, STARTED_KEY,
+    SUB_KEY, END_KEY, ERROR_KEY,
 })
 
 
@@ -43,6 +54,9 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 def error_text(trial: Any) -> str:
     """The last line of a failed trial's traceback (exception type and message)."""
+    message = getattr(trial, "error_msg", None)  # a packed trial's own error (hpo.packing.SubTrial)
+    if message:
+        return str(message)[:500]
     try:
         path = trial.error_file
         if path and Path(path).exists():

@@ -109,6 +109,9 @@ class Experiment(_Strict):
     address: str | None = None
     tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig())
     max_failures: int = Field(0, ge=0)
+    pack: Union[Literal["auto"], int] = Field(  # noqa: UP007
+        "auto", description="Trials run back to back in one Ray Tune trial (built-in task, FIFO): auto sizes "
+        "packs to last about a second once trials are seen to be short; 1 never packs")
     keep_checkpoints: int | None = Field(None, ge=1, description="Checkpoints kept per trial: the best by the "
                                          "metric plus always the latest (default 2; 4 with PBT)")
 
@@ -123,6 +126,13 @@ class Experiment(_Strict):
 
             return load_space(Path(base_dir or ".") / v if not Path(v).is_absolute() else v)
         return SearchSpace.from_dict(v, base_dir=base_dir, key="space")
+
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _pack(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("must be 'auto' or a whole number >= 1")
 
     @field_validator("trainable")
     @classmethod
@@ -140,6 +150,8 @@ class Experiment(_Strict):
         if len(set(metrics)) != len(metrics):
             raise HpoConfigError("metric", "must not repeat a metric", metrics)
         check_strategy(self.strategy.spec(), self.space, metrics, self.budget)
+        if isinstance(self.pack, int) and self.pack > 1 and self.unpackable:
+            raise HpoConfigError("pack", f"must be 1 or auto here: {self.unpackable}", self.pack)
         return self
 
     # -- derived views ---------------------------------------------------------------------
@@ -159,6 +171,18 @@ class Experiment(_Strict):
         """Most reports per trial: ``strategy.max_t``, else the built-in task's ``epochs``."""
         epochs = self.task.get("epochs")
         return self.strategy.max_t or (epochs if isinstance(epochs, int) else None)
+
+    @property
+    def unpackable(self) -> str | None:
+        """Why trials of this search cannot share a Ray trial (None: they can)."""
+        if not self.is_builtin:
+            return "only the built-in task runs packed trials (a custom trainable reports for one trial)"
+        if self.strategy.scheduler != "fifo":
+            return (f"scheduler {self.strategy.scheduler!r} decides inside trials; packing needs "
+                    "`scheduler: fifo`")
+        if self.task.get("checkpoint_freq"):
+            return "checkpoints are kept per Ray trial; packing needs `task.checkpoint_freq` unset"
+        return None
 
     @property
     def is_builtin(self) -> bool:

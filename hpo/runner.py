@@ -26,6 +26,7 @@ from hpo._trials import NOT_METRICS, result_steps
 from hpo.config import Experiment
 from hpo.errors import HpoConfigError, MetricNotReportedError
 from hpo.results import Results
+from hpo.session import SUB_KEY
 
 __all__ = ["resume", "run"]
 
@@ -181,7 +182,9 @@ def _collector_class() -> type:
 
         def __call__(self, trial_id: str, result: dict) -> bool:
             if self.epoch_budget is not None:
-                self.epochs[trial_id] = max(self.epochs.get(trial_id, 0), result_steps(result)[-1][0])
+                for step, entry in result_steps(result):  # a packed trial's steps carry their own trial's id
+                    key = entry.get(SUB_KEY, trial_id)
+                    self.epochs[key] = max(self.epochs.get(key, 0), step)
             return False
 
         def stop_all(self) -> bool:
@@ -415,6 +418,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
              fn: Callable[..., Any] | None, data: Future) -> Results:
     from ray import tune
 
+    from hpo.packing import PackingSearcher, Unpacker
     from hpo.progress import Progress
     from hpo.strategies import TrialOutcomes, build_strategy
 
@@ -427,6 +431,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             # The callbacks were pickled with the searcher and scheduler in one tuner.pkl, so
             # they still share one TrialOutcomes record; Ray exposes them only here.
             callbacks: Any = tuner._local_tuner.get_run_config().callbacks  # type: ignore[union-attr]
+            callbacks = next((c.callbacks for c in callbacks if isinstance(c, Unpacker)), callbacks)
             collector: Any = next(c for c in callbacks if hasattr(c, "stop_all"))
             tracker = next((c for c in callbacks if hasattr(c, "finish")), None)
             outcomes = next(c for c in callbacks if isinstance(c, Progress)).outcomes
@@ -442,9 +447,15 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
 
             # Ray's JSON logger keeps each trial's full result history on disk (params.json,
             # result.json): what `hpo sync-mlflow` replays. Its CSV/TensorBoard loggers stay off.
-            callbacks = [collector, Progress(num_samples, exp.metrics[0], exp.modes[0], outcomes),
-                         JsonLoggerCallback()]
+            callbacks = [collector, Progress(num_samples, exp.metrics[0], exp.modes[0], outcomes)]
             callbacks += [tracker] if tracker else []
+            tune_samples = num_samples
+            if exp.pack != 1 and not exp.unpackable:
+                # Short trials share Ray trials; every hpo callback sees each one as its own trial.
+                searcher = PackingSearcher(searcher, num_samples, exp.pack)
+                collector.searcher = searcher
+                callbacks, tune_samples = [Unpacker(callbacks)], -1  # the packing searcher counts trials
+            callbacks.append(JsonLoggerCallback())
             single = len(exp.metrics) == 1
             from ray.tune.search import BasicVariantGenerator
 
@@ -457,7 +468,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
                     scheduler=scheduler,
                     metric=exp.metrics[0] if single else None,
                     mode=exp.modes[0] if single else None,
-                    num_samples=num_samples,
+                    num_samples=tune_samples,
                     max_concurrent_trials=exp.max_concurrent,
                     time_budget_s=exp.time_budget_s,
                     reuse_actors=True,

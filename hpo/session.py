@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GPU_KEY", "HISTORY_KEY", "NODE_KEY", "STARTED_KEY", "STEP_KEY", "TIME_KEY", "ReportPlan", "Reporter",
-           "report"]
+__all__ = ["DONE_KEY", "END_KEY", "ERROR_KEY", "GPU_KEY", "HISTORY_KEY", "NODE_KEY", "PACK_KEY", "STARTED_KEY",
+           "STEP_KEY", "SUB_KEY", "TIME_KEY", "ReportPlan", "Reporter", "report"]
 
 NODE_KEY = "hpo_node"
 TIME_KEY = "hpo_time"  # wall-clock time of the report (Ray's own timestamp is whole seconds)
@@ -15,6 +15,11 @@ GPU_KEY = "hpo_gpu"  # the GPU(s) Ray gave the trial, "none" on CPU
 STEP_KEY = "hpo_step"  # the trial's own step (epoch), when it is not Ray's count of reports
 HISTORY_KEY = "hpo_history"  # earlier steps sent along with a result
 STARTED_KEY = "hpo_started"  # wall-clock time the trial's own work began (after Ray handed it over)
+PACK_KEY = "hpo_pack"  # a packed Ray trial's config: [[trial id, config], ...] (hpo.packing)
+DONE_KEY = "hpo_pack_done"  # its trials that have ended: id -> status, last result (the driver keeps it current)
+SUB_KEY = "hpo_sub"  # in each step of a packed trial: the id of the trial it belongs to
+END_KEY = "hpo_sub_end"  # the step is its trial's last
+ERROR_KEY = "hpo_sub_error"  # the trial raised: the last line of its traceback
 _node_id: str | None = None
 _gpu: str | None = None
 
@@ -95,15 +100,41 @@ class Reporter:
         self.started = started if started is not None else time.time()
         self._pending: list[dict[str, Any]] = []
         self._last = time.monotonic()
+        self.sub: str | None = None  # packed Ray trial: the trial the next steps belong to
+        self.final = True  # the current trial's last step ends the Ray trial
+        self.step = 0  # the current trial's latest step
 
-    def __call__(self, step: int, metrics: dict[str, Any], checkpoint: Any = None) -> None:
-        self._pending.append({**metrics, STEP_KEY: int(step), TIME_KEY: time.time()})
+    def begin(self, trial_id: str, final: bool) -> None:
+        """Packed Ray trial: the next steps belong to trial ``trial_id`` (``final``: the pack's last)."""
+        self.sub, self.final, self.started, self.step = trial_id, final, time.time(), 0
+
+    def __call__(self, step: int, metrics: dict[str, Any], checkpoint: Any = None, last: bool = False) -> None:
+        """Queue one step; ``last``: the trial ends with it."""
+        entry = {**metrics, STEP_KEY: int(step), TIME_KEY: time.time()}
+        self.step = int(step)
+        if self.sub is not None:
+            entry.update({SUB_KEY: self.sub, STARTED_KEY: self.started})
+            if last:
+                entry[END_KEY] = True
+        self._pending.append(entry)
         plan = self.plan
-        if (plan is None or plan.steps is None or checkpoint is not None or step in plan.steps
-                or time.monotonic() - self._last >= plan.interval_s):
+        decided = plan is None or plan.steps is None or step in plan.steps
+        if last and self.final and not decided:
+            # Nothing is decided at this step, so the report can say the trial is done: Ray
+            # Tune then ends the trial on it instead of asking the trainable once more for a
+            # result (one round trip through the driver less per trial).
+            self.flush(checkpoint, done=True)
+        elif decided or checkpoint is not None or time.monotonic() - self._last >= plan.interval_s:  # type: ignore[union-attr]
             self.flush(checkpoint)
 
-    def flush(self, checkpoint: Any = None) -> None:
+    def fail(self, error: str) -> None:
+        """Packed Ray trial: the current trial raised; the pack goes on with the next."""
+        self._pending.append({STEP_KEY: self.step, TIME_KEY: time.time(), SUB_KEY: self.sub,
+                              STARTED_KEY: self.started, END_KEY: True, ERROR_KEY: error})
+        if self.final:
+            self.flush(done=True)
+
+    def flush(self, checkpoint: Any = None, done: bool = False) -> None:
         """Send what is pending (call once more when the trial ends)."""
         if not self._pending:
             return
@@ -113,6 +144,8 @@ class Reporter:
         payload = {**last, NODE_KEY: node_id(), GPU_KEY: gpu(), STARTED_KEY: self.started}
         if earlier:
             payload[HISTORY_KEY] = earlier
+        if done:
+            payload["done"] = True
         self._pending = []
         self._last = time.monotonic()
         tune.report(payload, checkpoint=checkpoint)

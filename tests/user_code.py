@@ -27,3 +27,10 @@ def blobs():
 
     x, y = make_blobs(n_samples=300, centers=3, n_features=5, random_state=0)
     return x, np.array(["a", "b", "c"])[y]
+
+
+def picky_model(config, num_features, num_outputs):
+    """Fails for one width: a configuration that errors while the others train."""
+    if config.get("width") == 13:
+        raise ValueError("width 13 is unlucky")
+    return tiny_model(config, num_features, num_outputs)

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from hpo.config import Experiment
+from hpo.packing import split_result
 from hpo.results import Results, TrialRecord
+from hpo.session import PACK_KEY
 from hpo.strategies import TrialOutcomes
 
 
@@ -21,8 +23,16 @@ def _trial_histories(run_dir: Path) -> dict[str, tuple[dict[str, Any], list[dict
         tid = lines[0]["trial_id"]
         params = path.with_name("params.json")
         config = json.loads(params.read_text()) if params.exists() else lines[0].get("config", {})
-        out[tid] = (config, lines)
-    return out
+        if PACK_KEY not in config:
+            out[tid] = (config, lines)
+            continue
+        for sid, sub_config in config[PACK_KEY]:  # a packed Ray trial: each trial it carries on its own
+            out[sid] = (sub_config, [])
+        for line in lines:
+            for sid, sub in split_result(line):
+                if sid in out:
+                    out[sid][1].append(sub)
+    return {tid: v for tid, v in out.items() if v[1]}  # a trial that never reported is in trials.json, if anywhere
 
 
 def sync_mlflow(name_or_path: str, storage_path: str = "hpo_results", tracking_uri: str | None = None) -> Results:

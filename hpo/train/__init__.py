@@ -15,6 +15,13 @@ def train(config: dict[str, Any], data: Any = None, threads: int = 1, task: dict
 
     ``task`` holds the experiment's fixed settings; the trial's sampled ``config`` overrides them.
     """
-    from hpo.train.loop import train as _train
+    from hpo.session import PACK_KEY
 
-    _train({**(task or {}), **config}, data, threads, plan)
+    if PACK_KEY in config:  # several configurations in one Ray trial (hpo.packing)
+        from hpo.train.loop import train_pack
+
+        train_pack(config, task or {}, data, threads, plan)
+    else:
+        from hpo.train.loop import train as _train
+
+        _train({**(task or {}), **config}, data, threads, plan)

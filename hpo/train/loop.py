@@ -348,26 +348,50 @@ def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1,
     with this trial's mutated learning rate and weight decay). ``plan`` says which epochs the
     scheduler decides at: the epochs in between travel with the next report.
     """
-    from ray import tune
-
     from hpo.session import Reporter
 
-    started = time.time()
+    report = Reporter(plan)
+    try:
+        _train_one(config, data, threads, report)
+    finally:
+        report.flush()  # the epochs since the last report, also when training raised
+
+
+def train_pack(config: dict[str, Any], task: dict[str, Any], data: Dataset | None = None, threads: int = 1,
+               plan: ReportPlan | None = None) -> None:
+    """A packed Ray trial (:mod:`hpo.packing`): its trials one after another, their steps tagged
+    with their own ids. A trial that raises is reported as failed and the next one starts."""
+    from hpo.session import DONE_KEY, PACK_KEY, Reporter
+
+    done = set(config.get(DONE_KEY, ()))  # a retried pack skips the trials already on record
+    todo = [(sid, sub) for sid, sub in config[PACK_KEY] if sid not in done]
+    report = Reporter(plan)
+    try:
+        for i, (sid, sub) in enumerate(todo):
+            report.begin(sid, final=i == len(todo) - 1)
+            try:
+                _train_one({**task, **sub}, data, threads, report)
+            except Exception as exc:  # noqa: BLE001  (one configuration's failure is its own)
+                report.fail(f"{type(exc).__name__}: {exc}"[:500])
+    finally:
+        report.flush()
+
+
+def _train_one(config: dict[str, Any], data: Dataset | None, threads: int, report: Any) -> TaskRun:
+    from ray import tune
+
     run = TaskRun(config, data, threads, device_for_trial())
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             run.load_state_dict(torch.load(os.path.join(d, "state.pt"), map_location=run.device, weights_only=False))
     freq = run.cfg.checkpoint_freq
-    report = Reporter(plan, started)
-    try:
-        for metrics in run.epochs():
-            last = run.epoch == run.cfg.epochs or "diverged" in metrics or "early_stopped" in metrics
-            if freq and (run.epoch % freq == 0 or last) and "diverged" not in metrics:
-                with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
-                    torch.save(run.state_dict(), os.path.join(tmp, "state.pt"))
-                    report(run.epoch, metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-            else:
-                report(run.epoch, metrics)
-    finally:
-        report.flush()  # the epochs since the last report, also when training raised
+    for metrics in run.epochs():
+        last = run.epoch == run.cfg.epochs or "diverged" in metrics or "early_stopped" in metrics
+        if freq and (run.epoch % freq == 0 or last) and "diverged" not in metrics:
+            with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
+                torch.save(run.state_dict(), os.path.join(tmp, "state.pt"))
+                report(run.epoch, metrics, checkpoint=tune.Checkpoint.from_directory(tmp), last=last)
+        else:
+            report(run.epoch, metrics, last=last)
+    return run
