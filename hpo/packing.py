@@ -17,9 +17,12 @@ long pack.
 
 from __future__ import annotations
 
+import os
 import pickle
 import statistics
+import tempfile
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -105,16 +108,19 @@ class PackingSearcher(Searcher):
         size: configurations per Ray trial, or ``"auto"``.
         target_s: ``auto``: how long a pack should last.
         max_size: ``auto``: the most configurations in one pack.
+        adaptive: the searcher learns from results (TPE, GP, ...): ``auto`` then keeps at least
+            8 rounds of packs per worker, so its suggestions still follow earlier results.
     """
 
     def __init__(self, inner: Any, num_samples: int | None, size: int | str = "auto",
-                 target_s: float = AUTO_TARGET_S, max_size: int = AUTO_MAX) -> None:
+                 target_s: float = AUTO_TARGET_S, max_size: int = AUTO_MAX, adaptive: bool = True) -> None:
         super().__init__(metric=getattr(inner, "metric", None), mode=getattr(inner, "mode", None))
         self.inner = inner
         self.num_samples = num_samples
         self.size = size
         self.target_s = target_s
         self.max_size = max_size
+        self.adaptive = adaptive
         self.suggested = 0
         self.finished = False
         self.packs: dict[str, list[str]] = {}  # packed Ray trial id -> its trial ids
@@ -143,8 +149,9 @@ class PackingSearcher(Searcher):
             typical = statistics.median(self.durations)
             k = max(1, min(self.max_size, int(self.target_s / max(typical, 1e-3))))
             if remaining is not None:
-                # The end of the search: as many packs left as workers keeps them all busy.
-                k = min(k, max(1, remaining // (2 * self.peak_live)))
+                # Towards the end, smaller packs keep every worker busy until the last; a
+                # learning searcher keeps getting results between its suggestions.
+                k = min(k, max(1, remaining // ((8 if self.adaptive else 2) * self.peak_live)))
         return max(1, min(k, remaining)) if remaining is not None else max(1, k)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -217,15 +224,21 @@ class PackingSearcher(Searcher):
                 self.inner.on_trial_complete(sid, result=None if error else last, error=error or last is None)
 
     def save(self, checkpoint_path: str) -> None:
-        self.inner.save(checkpoint_path + ".inner")
+        # Ray keeps exactly the one file it names: the wrapped searcher's state goes inside it.
+        with tempfile.TemporaryDirectory(prefix="hpo-searcher-") as tmp:
+            self.inner.save(os.path.join(tmp, "inner.pkl"))
+            inner = Path(tmp, "inner.pkl").read_bytes()
         state = {k: v for k, v in self.__dict__.items() if k != "inner"}
         with open(checkpoint_path, "wb") as f:
-            pickle.dump(state, f)
+            pickle.dump({"state": state, "inner": inner}, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        self.inner.restore(checkpoint_path + ".inner")
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+            saved = pickle.load(f)
+        with tempfile.TemporaryDirectory(prefix="hpo-searcher-") as tmp:
+            Path(tmp, "inner.pkl").write_bytes(saved["inner"])
+            self.inner.restore(os.path.join(tmp, "inner.pkl"))
+        self.__dict__.update(saved["state"])
 
 
 # -- the callbacks ---------------------------------------------------------------------------------
@@ -281,7 +294,7 @@ class Unpacker(Callback):
     def _ended(trial: Any, sub: SubTrial) -> None:
         """Keep how a trial ended in its pack's config: Ray saves it with the search, so a retry
         skips the trial and a resumed search still has its result."""
-        result = {k: v for k, v in sub.last_result.items() if k != HISTORY_KEY}
+        result = dict(sub.last_result)  # with the steps sent along with it: a resume replays them
         trial.config.setdefault(DONE_KEY, {})[sub.trial_id] = {"status": sub.status, "result": result,
                                                                "error": sub.error_msg}
 

@@ -452,7 +452,8 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             tune_samples = num_samples
             if exp.pack != 1 and not exp.unpackable:
                 # Short trials share Ray trials; every hpo callback sees each one as its own trial.
-                searcher = PackingSearcher(searcher, num_samples, exp.pack)
+                searcher = PackingSearcher(searcher, num_samples, exp.pack, adaptive=exp.strategy.searcher not in
+                                           ("grid", "random", "sobol", "qmc"))
                 collector.searcher = searcher
                 callbacks, tune_samples = [Unpacker(callbacks)], -1  # the packing searcher counts trials
             callbacks.append(JsonLoggerCallback())

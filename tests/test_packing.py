@@ -107,7 +107,7 @@ def test_auto_packs_only_after_seeing_short_trials_and_stays_single_for_long_one
 
 
 def test_packs_shrink_at_the_end_and_never_exceed_num_samples():
-    s = PackingSearcher(Recorder(), num_samples=40)
+    s = PackingSearcher(Recorder(), num_samples=40, adaptive=False)
     live = [("t0", s.suggest("t0")), ("t1", s.suggest("t1"))]  # two workers
     for tid, c in live:
         _finish(s, tid, c, 0.05)
@@ -171,7 +171,8 @@ def test_pack_settings_are_checked_before_launch():
 def _children(db_path: Path, parent: str) -> dict[str, dict[str, Any]]:
     db = sqlite3.connect(db_path)
     out = {}
-    for (run_id,) in db.execute("SELECT run_uuid FROM tags WHERE key='mlflow.parentRunId' AND value=?", (parent,)):
+    for (run_id,) in db.execute("SELECT t.run_uuid FROM tags t JOIN runs r ON r.run_uuid=t.run_uuid WHERE "
+                                "t.key='mlflow.parentRunId' AND t.value=? AND r.lifecycle_stage='active'", (parent,)):
         tags = dict(db.execute("SELECT key, value FROM tags WHERE run_uuid=?", (run_id,)))
         out[tags["hpo.trial_id"]] = {
             "tags": tags,
@@ -185,6 +186,9 @@ def _children(db_path: Path, parent: str) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.slow
 def test_packed_search_keeps_every_configuration_a_trial_and_an_mlflow_run(in_tmp, ray_address):
+    import os
+
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
     grid = {"lr": Grid([0.01, 0.03, 0.1]), "hidden": Grid([8, 16, 32, 64])}
     results = hpo.run(name="packed", task={"dataset": "iris", "epochs": 3}, space=grid, metric="val_accuracy",
                       mode="max", strategy="grid", pack=4, address=ray_address, max_concurrent=2)
@@ -195,6 +199,9 @@ def test_packed_search_keeps_every_configuration_a_trial_and_an_mlflow_run(in_tm
         (lr, h) for lr in (0.01, 0.03, 0.1) for h in (8, 16, 32, 64))
     assert all(t.steps == 3 and "val_accuracy" in t.metrics for t in results.trials)
     assert results.best_model_info and results.test_metrics  # the best packed trial, retrained and tested
+    # logging the best model leaves MLflow's URI as it was: the next search in this process
+    # goes to its own store
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before
     children = _children(in_tmp / "mlflow.db", results.parent_run_id)
     assert set(children) == set(ids)
     for tid, run in children.items():
@@ -230,3 +237,94 @@ def test_epoch_budget_counts_each_packed_trial(tmp_path, ray_address):
     assert len(results.trials) < 60, seen
     assert all(t.status == "pruned" for t in results.trials if t.steps < 3), seen
     assert all(t.steps == 3 for t in results.trials if t.status == "completed"), seen
+
+
+@pytest.mark.slow
+def test_sync_mlflow_replays_each_packed_trial(tmp_path, ray_address):
+    from hpo.tracking.sync import sync_mlflow
+
+    results = hpo.run(name="packsync", task={"dataset": "iris", "epochs": 2},
+                      space={"lr": Grid([0.01, 0.02, 0.05, 0.1, 0.2])}, metric="val_accuracy", mode="max",
+                      strategy="grid", pack=3, max_concurrent=2, address=ray_address,
+                      storage_path=str(tmp_path / "runs"), tracking={"enabled": False})
+    db = tmp_path / "sync.db"
+    synced = sync_mlflow(results.storage_path, tracking_uri=f"sqlite:///{db}")
+    children = _children(db, synced.parent_run_id)
+    assert set(children) == {t.trial_id for t in results.trials} and len(children) == 5
+    assert all(r["steps"] == [1, 2] and r["tags"]["hpo.status"] == "completed" for r in children.values())
+    lrs = sorted(float(r["params"]["lr"]) for r in children.values())
+    assert lrs == [0.01, 0.02, 0.05, 0.1, 0.2]
+
+
+@pytest.mark.slow
+def test_killed_packed_search_resumes_without_losing_or_duplicating_trials(tmp_path, ray_address):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import _env, hpo_cli
+
+    exp = tmp_path / "packs.yaml"
+    exp.write_text(
+        "name: packs\ntask: {dataset: digits, epochs: 3, batch_size: 2}\nspace:\n"
+        "  lr: {type: grid, values: [0.01, 0.02, 0.03, 0.04]}\n  hidden: {type: grid, values: [16, 32]}\n"
+        "metric: val_accuracy\nmode: max\nstrategy: grid\npack: 4\nmax_concurrent: 2\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "hpo.cli", "run", str(exp), "--address", ray_address],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    db_path, deadline = tmp_path / "mlflow.db", time.time() + 180
+    while time.time() < deadline:  # kill once a packed trial is on record and others are in flight
+        time.sleep(0.3)
+        try:
+            done = sqlite3.connect(db_path).execute(
+                "SELECT count(*) FROM tags WHERE key='hpo.status' AND value='completed'").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if done >= 1:
+            break
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out = hpo_cli("resume", "packs", "--json", "--address", ray_address, cwd=tmp_path)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["num_trials"] == 8 and summary["num_completed"] == 8, summary
+    children = _children(db_path, summary["parent_run_id"])
+    assert len(children) == 8
+    rows = sqlite3.connect(db_path).execute(
+        "SELECT t.value FROM tags t JOIN runs r ON r.run_uuid=t.run_uuid "
+        "WHERE t.key='hpo.trial_id' AND r.lifecycle_stage='active'").fetchall()
+    assert len(rows) == 8  # one run per trial: none created twice
+    seen = {t: (r["status"], r["steps"]) for t, r in children.items()}
+    # every step at most once and the last one there; steps the killed writer had not written
+    # come back only as far as Ray kept them (the trial's last report)
+    assert all(r["status"] == "FINISHED" and r["steps"][-1:] == [3] and r["steps"] == sorted(set(r["steps"]))
+               for r in children.values()), seen
+
+
+def test_auto_keeps_a_learning_searcher_fed_with_results():
+    s = PackingSearcher(Recorder(), num_samples=64, adaptive=True)
+    a, b = s.suggest("a"), s.suggest("b")
+    _finish(s, "a", a, 0.05)
+    _finish(s, "b", b, 0.05)
+    assert s.pack_size() == 3  # 62 left // (8 rounds x 2 workers), not 8
+    assert PackingSearcher(Recorder(), num_samples=64, adaptive=False).pack_size() == 1  # nothing seen yet
+
+
+def test_packing_searcher_state_survives_save_and_restore(tmp_path):
+    from hpo.space import SearchSpace
+    from hpo.strategies._grid import GridSearcher
+
+    space = SearchSpace.from_dict({"params": {"x": {"type": "grid", "values": list(range(10))}}})
+    s = PackingSearcher(GridSearcher(space), num_samples=10, size=3)
+    first = s.suggest("a")
+    path = str(tmp_path / "searcher.pkl")
+    s.save(path)  # Ray keeps this one file and nothing beside it
+    assert [p.name for p in tmp_path.iterdir()] == ["searcher.pkl"]
+    again = PackingSearcher(GridSearcher(space), num_samples=10, size=3)
+    again.restore(path)
+    nxt = again.suggest("b")
+    assert [c["x"] for _, c in first[PACK_KEY]] == [0, 1, 2] and [c["x"] for _, c in nxt[PACK_KEY]] == [3, 4, 5]
+    assert again.suggested == 6 and again.packs.keys() == {"a", "b"}

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,25 @@ log = logging.getLogger("hpo.tracking")
 TRIAL_TAG = "hpo.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
 _MAX_PARAMS, _MAX_METRICS = 100, 1000
+
+
+@contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API pointed at ``uri`` for a while, then exactly as it was: its
+    ``set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in this process's environment, which
+    would send the next search in this process to this one's store."""
+    from mlflow.tracking._tracking_service import utils
+
+    before, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    utils.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        utils.set_tracking_uri(before)  # type: ignore[arg-type]  # None: back to the default
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def default_tracking_uri() -> str:
@@ -123,6 +145,7 @@ class MlflowTracker(Callback):
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._runs: dict[str, str] = {}  # trial id -> child run id
+        self._unended: set[str] = set()  # trials whose child run a killed search left RUNNING
         self._logged_step: dict[str, int] = {}  # trial id -> last step already in MLflow
         self._params: dict[str, dict[str, str]] = {}  # trial id -> params already in MLflow (never changed)
         self._config: dict[str, dict[str, Any]] = {}  # trial id -> its current config
@@ -223,13 +246,28 @@ class MlflowTracker(Callback):
                 self._params[tid] = dict(r.data.params)
                 steps = [m.step for k in r.data.metrics for m in self.client.get_metric_history(r.info.run_id, k)]
                 self._logged_step[tid] = max(steps, default=0)
+                if r.info.status == "RUNNING":
+                    self._unended.add(tid)
 
     # -- Tune events (driver thread: enqueue only) ------------------------------------------
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        if not self._reconciled:
-            self._reconciled = True
-            self._queue.put(("reconcile", "", [t.trial_id for t in trials]))
+        self._reconcile(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._reconcile(trials)  # a resumed search whose trials had all ended runs no step
+
+    def _reconcile(self, trials: list) -> None:
+        """Once per (resumed) search: Ray's trials against the child runs already in MLflow."""
+        if self._reconciled:
+            return
+        self._reconciled = True
+        self._queue.put(("reconcile", "", [t.trial_id for t in trials]))
+        for t in trials:
+            # A trial Ray saved as ended whose end the killed search did not get to write.
+            if t.status in ("TERMINATED", "ERROR"):
+                end = ("errored", error_text(t)) if t.status == "ERROR" else ("completed", None)
+                self._queue.put(("ended", t.trial_id, (dict(t.last_result or {}), end)))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._queue.put(("start", trial.trial_id, (trial.trial_id, dict(trial.config))))
@@ -306,6 +344,9 @@ class MlflowTracker(Callback):
         steps: dict[str, int] = {}
         from mlflow.entities import Metric
 
+        events = [e for kind, tid, payload in events for e in (
+            ([("result", tid, payload[0])] * bool(payload[0]) + [("end", tid, payload[1])]
+             if tid in self._unended else []) if kind == "ended" else [(kind, tid, payload)])]
         for kind, tid, payload in events:
             if kind == "reconcile":
                 self._drop_orphans(set(payload))
@@ -364,6 +405,7 @@ class MlflowTracker(Callback):
                 self._logged_step[tid] = steps[tid]  # only once written: a retry resends, never skips
         for tid, status in run_status.items():
             self._terminate(self._child(tid), status)
+            self._unended.discard(tid)
 
     def _log_results(self, parent: str, results: Any) -> None:
         """Leaderboard (CSV and HTML) and plots on the parent run."""
@@ -394,18 +436,14 @@ class MlflowTracker(Callback):
         with torch.no_grad():
             output = model(torch.as_tensor(example)).numpy()
         signature = mlflow.models.infer_signature(example, output)
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.tracking_uri)
-        try:
-            with mlflow.start_run(run_id=parent, nested=mlflow.active_run() is not None):
-                logged = mlflow.pytorch.log_model(
-                    model, name="best_model", signature=signature, input_example=example,
-                    registered_model_name=self.register_model, await_registration_for=60,
-                    # named, not inferred: inference re-imports the model in a subprocess (~10 s)
-                    pip_requirements=_model_requirements(),
-                )
-        finally:
-            mlflow.set_tracking_uri(previous)
+        with _tracking_uri(self.tracking_uri), mlflow.start_run(run_id=parent,
+                                                                nested=mlflow.active_run() is not None):
+            logged = mlflow.pytorch.log_model(
+                model, name="best_model", signature=signature, input_example=example,
+                registered_model_name=self.register_model, await_registration_for=60,
+                # named, not inferred: inference re-imports the model in a subprocess (~10 s)
+                pip_requirements=_model_requirements(),
+            )
         info["mlflow_model_uri"] = logged.model_uri
         self._log_batch(parent, tags={"hpo.best_model_uri": logged.model_uri,
                                       "hpo.best_trial_id": str(info.get("trial_id"))})
