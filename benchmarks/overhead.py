@@ -246,8 +246,7 @@ def child_hpo(spec: dict[str, Any]) -> list[dict[str, float]]:
     summary = json.loads(out.stdout)
     if summary["num_completed"] != spec["n"]:
         raise RuntimeError(f"hpo completed {summary['num_completed']} of {spec['n']} trials")
-    from hpo.packing import split_result
-    from hpo.session import HISTORY_KEY, PACK_KEY
+    from hpo.wire import HISTORY_KEY, PACK_KEY, split_result
 
     trials: dict[str, list[dict[str, Any]]] = {}  # trial id -> its steps, oldest first
     firsts: dict[str, float] = {}

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from hpo.errors import HpoConfigError
+from hpo.errors import HpoConfigError, SearchInterrupted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,8 +96,10 @@ def _print_summary(results: Any, as_json: bool) -> None:
         print(json.dumps(summary, default=str), flush=True)
         return
     print(f"search {summary['name']}: {summary['num_trials']} trials "
-          f"({summary['num_completed']} completed, {summary['num_pruned']} pruned, "
+          f"({summary['num_completed']} completed, {summary['num_pruned']} pruned, {summary['num_cut']} cut, "
           f"{summary['num_errored']} errored, {summary['num_diverged']} diverged) on {summary['nodes']} node(s)")
+    if summary.get("stop_reason"):
+        print(f"stopped early: {summary['stop_reason']}")
     print(f"best {summary['metric']}: {summary['best_metric']}")
     print(f"best config: {json.dumps(summary['best_config'], default=str)}")
     for tid, err in summary["errors"].items():
@@ -167,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     except HpoConfigError as exc:
         print(f"hpo: error: {exc}", file=sys.stderr)
         return 2
+    except SearchInterrupted as exc:
+        _print_summary(exc.results, getattr(args, "json", False))
+        print(f"hpo: {exc.signal_name}: the search stopped; running trials were cut and recorded. "
+              f"Continue it with:\n  {exc.resume_command}", file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

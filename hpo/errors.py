@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["HpoConfigError", "MetricNotReportedError", "Shown"]
+__all__ = ["HpoConfigError", "MetricNotReportedError", "SearchInterrupted", "Shown"]
 
 
 class Shown(str):
@@ -50,3 +50,16 @@ class MetricNotReportedError(HpoConfigError):
         )
         self.metric = metric
         self.reported = sorted(reported)
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """A signal (SIGINT, SIGTERM) stopped the search: its running trials were cut and every
+    record written; ``resume_command`` continues it. The ``hpo`` command exits with ``exit_code``
+    (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, signal_name: str, exit_code: int, results: Any, resume_command: str) -> None:
+        super().__init__(f"search interrupted by {signal_name}; continue it with: {resume_command}")
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+        self.results = results
+        self.resume_command = resume_command

@@ -28,7 +28,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from hpo.session import (
+from hpo.wire import (
     DONE_KEY,
     END_KEY,
     ERROR_KEY,
@@ -37,60 +37,15 @@ from hpo.session import (
     NODE_KEY,
     PACK_KEY,
     STARTED_KEY,
-    STEP_KEY,
-    SUB_KEY,
     TIME_KEY,
+    is_packed,
+    split_result,
 )
 
-__all__ = ["DONE_KEY", "END_KEY", "ERROR_KEY", "PACK_KEY", "SUB_KEY", "PackingSearcher", "SubTrial", "Unpacker",
-           "is_packed", "split_result"]
+__all__ = ["PackingSearcher", "SubTrial", "Unpacker"]
 
 AUTO_TARGET_S = 1.0  # an automatic pack lasts about this long
 AUTO_MAX = 8  # and holds at most this many trials (model-based searchers wait for their results)
-
-
-def is_packed(config: dict[str, Any] | None) -> bool:
-    return bool(config) and PACK_KEY in config  # type: ignore[operator]
-
-
-def split_result(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """A packed trial's result as (trial id, result) pairs, one per trial it carries, in order.
-
-    Each pair's result looks like an unpacked trial's: its last step at the top level, the
-    earlier ones under ``hpo_history``, the node and GPU of the report.
-    """
-    entries = [*result.get(HISTORY_KEY, []), {k: v for k, v in result.items() if k != HISTORY_KEY}]
-    groups: list[tuple[str, list[dict[str, Any]]]] = []
-    for e in entries:
-        sid = e.get(SUB_KEY)
-        if sid is None:
-            continue
-        if not groups or groups[-1][0] != sid:
-            groups.append((sid, []))
-        groups[-1][1].append(e)
-    out = []
-    for sid, steps in groups:
-        last = {k: v for k, v in steps[-1].items() if k in _STEP_FIELDS or not _is_ray_field(k)}
-        for k in (NODE_KEY, GPU_KEY):
-            if k in result:
-                last[k] = result[k]
-        last["trial_id"] = sid
-        if len(steps) > 1:
-            last[HISTORY_KEY] = [{k: v for k, v in s.items() if not _is_ray_field(k)} for s in steps[:-1]]
-        out.append((sid, last))
-    return out
-
-
-_STEP_FIELDS = frozenset({STEP_KEY, TIME_KEY, STARTED_KEY, SUB_KEY, END_KEY, ERROR_KEY})
-# Ray's bookkeeping of the packed trial's report: not a property of any one trial in it
-_RAY_FIELDS = frozenset({"training_iteration", "time_total_s", "time_this_iter_s", "time_since_restore",
-                         "iterations_since_restore", "timestamp", "date", "done", "trial_id", "experiment_tag",
-                         "config", "checkpoint_dir_name", "should_checkpoint", "timesteps_total", "episodes_total",
-                         "timesteps_since_restore", "pid", "hostname", "node_ip", "experiment_id"})
-
-
-def _is_ray_field(key: str) -> bool:
-    return key in _RAY_FIELDS
 
 
 # -- the searcher ----------------------------------------------------------------------------------
@@ -217,11 +172,11 @@ class PackingSearcher(Searcher):
         if result and not error:
             for sid, sub in split_result(result):
                 self._sub_result(sid, sub)
-        for sid in subs:  # stopped (epoch budget) or failed before they ended
+        for sid in subs:  # cut by the search (told as such by hpo's outcomes) or failed before they ended
             if sid not in self.ended:
                 self.ended.add(sid)
                 last = self.last.pop(sid, None)
-                self.inner.on_trial_complete(sid, result=None if error else last, error=error or last is None)
+                self.inner.on_trial_complete(sid, result=None if error else last, error=error)
 
     def save(self, checkpoint_path: str) -> None:
         # Ray keeps exactly the one file it names: the wrapped searcher's state goes inside it.
@@ -297,6 +252,15 @@ class Unpacker(Callback):
         result = dict(sub.last_result)  # with the steps sent along with it: a resume replays them
         trial.config.setdefault(DONE_KEY, {})[sub.trial_id] = {"status": sub.status, "result": result,
                                                                "error": sub.error_msg}
+        # Ray caches a trial's saved JSON and rebuilds it only on its own changes: without this the
+        # experiment state keeps the pack's config as it started, and a resume re-runs ended trials.
+        invalidate = getattr(trial, "invalidate_json_state", None)  # ray.tune.experiment.Trial (2.60)
+        if invalidate is not None:
+            invalidate()
+
+    def unended(self, trial: Any) -> list[str]:
+        """The ids of a packed Ray trial's trials that have not ended (not started, or running)."""
+        return [s.trial_id for s in self._of(trial) or [] if s.status in ("PENDING", "RUNNING")]
 
     def expand(self, trials: list[Any], started_only: bool = False) -> list[Any]:
         """Ray's trials with each packed one replaced by the trials it carries."""
@@ -370,10 +334,13 @@ class Unpacker(Callback):
         if subs is None:
             self._each("on_trial_complete", iteration, trials, trial, **info)
             return
-        for sub in subs:  # stopped by the search (epoch budget) while running
-            if sub.status == "RUNNING":
+        for sub in subs:  # cut by the search (a budget, an interrupt) before they ended
+            if sub.status == "PENDING":
+                self._each("on_trial_start", iteration, trials, sub)
+            if sub.status in ("PENDING", "RUNNING"):
                 sub.status = "TERMINATED"
                 self._each("on_trial_complete", iteration, trials, sub)
+                self._ended(trial, sub)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         subs = self._of(trial)
@@ -412,6 +379,3 @@ class Unpacker(Callback):
     def get_state(self) -> dict | None:
         return None
 
-    def find(self, attr: str) -> Any:
-        """The wrapped callback that has ``attr`` (None if none)."""
-        return next((c for c in self.callbacks if hasattr(c, attr)), None)

@@ -76,9 +76,11 @@ class Progress(Callback):
         self.running.discard(trial.trial_id)
         self.done += 1
         value = self._last.pop(trial.trial_id, None)
-        pruned = self.outcomes.pruned_at(trial.trial_id)
+        pruned, cut = self.outcomes.pruned_at(trial.trial_id), self.outcomes.cut_of(trial.trial_id)
         if what == "completed" and pruned is not None:
             what = f"pruned at step {pruned}"
+        elif what == "completed" and cut is not None:
+            what = f"cut at step {cut[0]} ({cut[1]})"
         elif what == "completed" and value is not None:
             better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
             self.best = value if better else self.best

@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo._trials import error_text, trial_metrics
-from hpo.session import GPU_KEY, NODE_KEY, STEP_KEY
+from hpo._trials import error_text
+from hpo.wire import GPU_KEY, NODE_KEY, STEP_KEY, trial_metrics
 
 __all__ = ["Results", "TrialRecord"]
 
@@ -19,7 +19,7 @@ class TrialRecord:
     trial_id: str
     config: dict[str, Any]
     metrics: dict[str, float]
-    status: str  # completed | pruned | errored | diverged
+    status: str  # completed | pruned | cut | errored | diverged (hpo.strategies.STATUSES)
     steps: int = 0
     error: str | None = None
     pruned_at: int | None = None
@@ -28,6 +28,8 @@ class TrialRecord:
     rung: int | None = None  # highest ASHA rung reached (0 = the first), None without ASHA
     rung_epoch: int | None = None  # that rung's epoch
     gpu: str | None = None  # the GPU(s) the trial ran on ("none" on CPU)
+    cut_at: int | None = None  # cut by the search (not a scheduler) after this step
+    cut_reason: str | None = None  # why: time budget, epoch budget, SIGINT, SIGTERM, metric check
 
 
 @dataclass
@@ -35,7 +37,8 @@ class Results:
     """What :func:`hpo.run` returns.
 
     ``best_config``/``best_metric`` come from trials that ran their full budget; a trial the
-    scheduler pruned early never wins with its low-budget value.
+    scheduler pruned early, or the search cut short (time or epoch budget, interrupt), never
+    wins with its low-budget value. ``interrupted`` names the signal that stopped the search.
     """
 
     name: str
@@ -47,6 +50,8 @@ class Results:
     parent_run_id: str | None = None
     study: Any = field(default=None, repr=False)  # the Optuna study, for Optuna-based searchers
     best_model_info: dict[str, Any] | None = None  # built-in task: test metrics and where the model is
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the search
+    stop_reason: str | None = None  # why the search stopped early: a budget, a signal, the metric check
 
     @property
     def test_metrics(self) -> dict[str, float] | None:
@@ -70,30 +75,27 @@ class Results:
     # -- construction ----------------------------------------------------------------------
 
     @classmethod
-    def from_trials(cls, trials: list[Any], name: str, metrics: list[str], modes: list[str],
-                    pruned: dict[str, int], storage_path: str, rungs: dict[str, tuple[int, int]] | None = None,
-                    **kw: Any) -> Results:
-        """Build from Ray Tune ``Trial`` objects (as a callback's ``on_experiment_end`` sees them)."""
+    def from_trials(cls, trials: list[Any], name: str, metrics: list[str], modes: list[str], outcomes: Any,
+                    storage_path: str, **kw: Any) -> Results:
+        """Build from Ray Tune ``Trial`` objects (as a callback's ``on_experiment_end`` sees them), with
+        the search's :class:`~hpo.strategies.TrialOutcomes` deciding each one's terminal state."""
         records = []
+        rungs = outcomes.rungs()
         for tr in trials:
             last = tr.last_result or {}
             m = trial_metrics(last)
             tid = tr.trial_id
-            if tr.status == "ERROR":
-                status, err = "errored", error_text(tr)
-            elif last.get("diverged") or any(k in m and not math.isfinite(m[k]) for k in metrics):
-                status, err = "diverged", None
-            elif tid in pruned:
-                status, err = "pruned", None
-            else:
-                status, err = "completed", None
+            errored = tr.status == "ERROR"
+            status = outcomes.status_of(tid, errored=errored, last=last, metrics=metrics)
+            cut = outcomes.cut_of(tid)
             records.append(TrialRecord(
                 trial_id=tid, config=dict(tr.config or {}), metrics=m, status=status,
-                steps=int(last.get(STEP_KEY, last.get("training_iteration", 0))), error=err, pruned_at=pruned.get(tid),
+                steps=int(last.get(STEP_KEY, last.get("training_iteration", 0))),
+                error=error_text(tr) if errored else None, pruned_at=outcomes.pruned_at(tid),
                 node=last.get(NODE_KEY) or last.get("node_ip"),
                 checkpoint=getattr(getattr(tr, "checkpoint", None), "path", None),
-                rung=(rungs or {}).get(tid, (None, None))[0], rung_epoch=(rungs or {}).get(tid, (None, None))[1],
-                gpu=last.get(GPU_KEY),
+                rung=rungs.get(tid, (None, None))[0], rung_epoch=rungs.get(tid, (None, None))[1],
+                gpu=last.get(GPU_KEY), cut_at=cut[0] if cut else None, cut_reason=cut[1] if cut else None,
             ))
         records.sort(key=lambda t: t.trial_id)
         return cls(name, metrics, modes, records, storage_path, **kw)
@@ -167,11 +169,14 @@ class Results:
             "num_errored": self.count("errored"),
             "num_pruned": self.count("pruned"),
             "num_diverged": self.count("diverged"),
+            "num_cut": self.count("cut"),
             "nodes": len(self.nodes),
             "mlflow_experiment_id": self.mlflow_experiment_id,
             "parent_run_id": self.parent_run_id,
             "storage_path": self.storage_path,
             "errors": {t.trial_id: t.error for t in self.trials if t.error},
+            "stop_reason": self.stop_reason,
+            "interrupted": self.interrupted,
         }
         if self.best_model_info:
             out["test_metrics"] = self.test_metrics

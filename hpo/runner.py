@@ -7,31 +7,26 @@ MLflow parent run id), so ``hpo resume`` can rebuild everything and continue in 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from hpo._imports import import_callable
-from hpo._trials import NOT_METRICS, result_steps
 from hpo.config import Experiment
-from hpo.errors import HpoConfigError, MetricNotReportedError
+from hpo.errors import HpoConfigError, SearchInterrupted
 from hpo.results import Results
-from hpo.session import SUB_KEY
+from hpo.rundir import STATE_FILE, TRIALS_FILE, find_run_dir, new_run_dir, read_state, write_json
+from hpo.tracking.search_record import search_tracker, tracking_uri_of
 
 __all__ = ["resume", "run"]
 
-STATE_FILE = "hpo_state.json"
-TRIALS_FILE = "trials.json"  # every trial's outcome, written when a search ends
 log = logging.getLogger("hpo")
 
 
@@ -125,82 +120,6 @@ def _trainable(exp: Experiment, fn: Callable[..., Any] | None, data: Any) -> Any
     return tune.with_resources(fn, resources)
 
 
-# -- driver-side callbacks --------------------------------------------------------------------
-
-
-def _collector_class() -> type:
-    from ray.tune import Callback
-    from ray.tune.stopper import Stopper
-
-    class Collector(Callback, Stopper):
-        """Checks that every result carries the metrics; keeps the final trial list; ends the
-        search once the trials together have run ``epoch_budget`` epochs."""
-
-        # defaults for a collector unpickled from a search started by an earlier hpo version
-        epoch_budget: int | None = None
-        outcomes: Any = None
-        trial_budget: int | None = None
-        spent = False
-
-        def __init__(self, metrics: list[str], searcher: Any, epoch_budget: int | None = None,
-                     outcomes: Any = None, trial_budget: int | None = None) -> None:
-            self.metrics = metrics
-            self.searcher = searcher  # pickled with the callbacks, so a resumed search keeps it
-            self.error: MetricNotReportedError | None = None
-            self.trials: list[Any] = []
-            self.epoch_budget = epoch_budget
-            self.epochs: dict[str, int] = {}  # trial id -> epochs it has run
-            self.running: set[str] = set()
-            self.outcomes = outcomes
-            self.trial_budget = trial_budget  # a trial's own full budget (epochs), when known
-            self.spent = False
-
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.__dict__.setdefault("running", set()).add(trial.trial_id)
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.__dict__.setdefault("running", set()).discard(trial.trial_id)
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.__dict__.setdefault("running", set()).discard(trial.trial_id)
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            for m in self.metrics:
-                if m not in result and self.error is None:
-                    self.error = MetricNotReportedError(m, [k for k in result if k not in NOT_METRICS])
-
-        def on_experiment_end(self, trials: list, **info: Any) -> None:
-            self.trials = list(trials)
-            if self.spent and self.outcomes is not None:
-                # Trials the budget stopped before they reported (or before their full budget)
-                # did not complete either.
-                for t in trials:
-                    steps = self.epochs.get(t.trial_id, 0)
-                    short = steps == 0 or (self.trial_budget is not None and steps < self.trial_budget)
-                    if short and t.status != "ERROR" and not self.outcomes.is_pruned(t.trial_id):
-                        self.outcomes.record_pruned(t.trial_id, steps)
-
-        def __call__(self, trial_id: str, result: dict) -> bool:
-            if self.epoch_budget is not None:
-                for step, entry in result_steps(result):  # a packed trial's steps carry their own trial's id
-                    key = entry.get(SUB_KEY, trial_id)
-                    self.epochs[key] = max(self.epochs.get(key, 0), step)
-            return False
-
-        def stop_all(self) -> bool:
-            if not self.spent and self.epoch_budget is not None and sum(self.epochs.values()) >= self.epoch_budget:
-                self.spent = True
-                # Trials the budget cuts short are pruned at their last epoch (told to Optuna as
-                # PRUNED, never the best with a partial value), not completed.
-                for tid in self.running:
-                    if self.outcomes is not None and (self.trial_budget is None
-                                                      or self.epochs.get(tid, 0) < self.trial_budget):
-                        self.outcomes.record_pruned(tid, self.epochs.get(tid, 0))
-            return self.error is not None or self.spent
-
-    return Collector
-
-
 # -- Ray --------------------------------------------------------------------------------------
 
 
@@ -235,6 +154,8 @@ def _tune_env():
         "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
         "RAY_AIR_NEW_OUTPUT": "0",
         "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+        # Signals are hpo's (hpo.lifecycle.catch_signals): running trials are cut and recorded.
+        "TUNE_DISABLE_SIGINT_HANDLER": "1",
     }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -246,91 +167,6 @@ def _tune_env():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("hpo", "ray", "optuna", "torch", "mlflow"):
-        try:
-            out[f"version.{pkg}"] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def _git_commit() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-_URI_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
-
-
-def tracking_uri_of(exp: Experiment, override: str | None) -> str:
-    """The MLflow store a search writes to: ``--tracking-uri``, the experiment file, the
-    environment, else ``sqlite:///<cwd>/mlflow.db``. Checked here, before anything is launched."""
-    from hpo.tracking.mlflow import default_tracking_uri
-
-    for key, uri in (("--tracking-uri", override), ("tracking.tracking_uri", exp.tracking.tracking_uri),
-                     ("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI"))):
-        if not uri:
-            continue
-        scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()  # "databricks" alone is a URI too
-        shown = re.sub(r"//[^/@]*@", "//***@", uri)  # credentials never reach a message
-        if scheme not in _URI_SCHEMES:
-            raise HpoConfigError(key, f"must be an MLflow tracking URI starting with one of "
-                                 f"{', '.join(s + ':' for s in _URI_SCHEMES)}", shown,
-                                 "MLflow 3 refuses its plain file store: use sqlite:///path/mlflow.db"
-                                 if scheme == "file" or ":" not in uri else None)
-        if scheme == "sqlite":
-            path = uri.split(":///", 1)[1] if ":///" in uri else ""
-            if path and not Path(path).parent.is_dir():
-                raise HpoConfigError(key, "must name an SQLite file in an existing directory", shown)
-        return uri
-    return default_tracking_uri()
-
-
-def _tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: str | None) -> Any:
-    import yaml
-
-    from hpo.tracking.mlflow import MlflowTracker
-
-    uri = tracking_uri_of(exp, tracking_uri)
-    spec = exp.strategy.spec()
-    tags = {"hpo.search": exp.name, "hpo.storage_path": str(run_dir), **_versions()}
-    commit = _git_commit()
-    if commit:
-        tags["git.commit"] = commit
-    params = {"searcher": spec.searcher, "scheduler": spec.scheduler, "seed": spec.seed,
-              "num_samples": exp.resolved_num_samples(), "metric": ",".join(exp.metrics),
-              "mode": ",".join(exp.modes), "space_hash": _space_hash(exp),
-              **{f"searcher.{k}": v for k, v in spec.searcher_options.items()},
-              **{f"scheduler.{k}": v for k, v in spec.scheduler_options.items()}}
-    record = exp.to_record()
-    artifacts = {"experiment.yaml": yaml.safe_dump(record, sort_keys=False),
-                 "space.yaml": yaml.safe_dump(record["space"], sort_keys=False)}
-    return MlflowTracker(uri, exp.tracking.experiment_name or exp.name, run_dir.name, str(run_dir / STATE_FILE),
-                         outcomes, parent_params=params, parent_tags=tags, artifacts=artifacts,
-                         flush_interval_s=exp.tracking.flush_interval_s, flush_timeout_s=exp.tracking.flush_timeout_s,
-                         hparam_schedule=spec.scheduler == "pbt", log_model=exp.tracking.log_model,
-                         register_model=exp.tracking.register_model)
-
-
-def _space_hash(exp: Experiment) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(exp.space.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, default=str))
-    tmp.replace(path)
 
 
 # -- public API --------------------------------------------------------------------------------
@@ -370,35 +206,18 @@ def run(
     if exp.tracking.enabled:
         tracking_uri = tracking_uri_of(exp, tracking_uri)
     data = _load_data_meanwhile(exp)
-    run_dir = Path(exp.storage_path).resolve() / f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    suffix = 1
-    while run_dir.exists():
-        run_dir = run_dir.with_name(f"{run_dir.name.rsplit('.', 1)[0]}.{suffix}")
-        suffix += 1
+    run_dir = new_run_dir(exp.storage_path, exp.name)
     return _execute(exp, run_dir, address or exp.address, tracking_uri, restore=False,
                     fn=trainable if callable(trainable) else None, data=data)
-
-
-def find_run_dir(name_or_path: str, storage_path: str = "hpo_results") -> Path:
-    """A run directory from its path, or the newest run of a search name under ``storage_path``."""
-    p = Path(name_or_path)
-    if (p / STATE_FILE).exists():
-        return p.resolve()
-    root = Path(storage_path)
-    candidates = sorted(
-        (d for d in root.glob(f"{name_or_path}-*") if (d / STATE_FILE).exists()), key=lambda d: d.stat().st_mtime
-    )
-    if not candidates:
-        raise HpoConfigError("resume", f"must name a run directory or a search under {root.resolve()}", name_or_path)
-    return candidates[-1].resolve()
 
 
 def resume(name_or_path: str, *, trainable: Callable[..., Any] | None = None, storage_path: str = "hpo_results",
            address: str | None = None, tracking_uri: str | None = None) -> Results:
     """Continue a killed or interrupted search in place: finished trials are kept, unfinished
-    ones restart from their last checkpoint, MLflow runs continue without duplicates."""
+    ones restart from their last checkpoint, MLflow runs continue without duplicates, and the
+    epoch and time budgets go on from what the search had spent."""
     run_dir = find_run_dir(name_or_path, storage_path)
-    state = json.loads((run_dir / STATE_FILE).read_text())
+    state = read_state(run_dir)
     record = state["experiment"]
     recorded_uri = state.get("tracking_uri")
     if tracking_uri and recorded_uri and tracking_uri != recorded_uri:
@@ -418,6 +237,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
              fn: Callable[..., Any] | None, data: Future) -> Results:
     from ray import tune
 
+    from hpo.lifecycle import EXIT_CODES, Collector, catch_signals
     from hpo.packing import PackingSearcher, Unpacker
     from hpo.progress import Progress
     from hpo.strategies import TrialOutcomes, build_strategy
@@ -428,35 +248,34 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
         trainable = _trainable(exp, fn, dataset)
         if restore and (run_dir / "tuner.pkl").exists():
             tuner = tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=False)
-            # The callbacks were pickled with the searcher and scheduler in one tuner.pkl, so
-            # they still share one TrialOutcomes record; Ray exposes them only here.
-            callbacks: Any = tuner._local_tuner.get_run_config().callbacks  # type: ignore[union-attr]
-            callbacks = next((c.callbacks for c in callbacks if isinstance(c, Unpacker)), callbacks)
-            collector: Any = next(c for c in callbacks if hasattr(c, "stop_all"))
-            tracker = next((c for c in callbacks if hasattr(c, "finish")), None)
-            outcomes = next(c for c in callbacks if isinstance(c, Progress)).outcomes
+            # Every hpo callback was pickled with the searcher and scheduler in one tuner.pkl, so
+            # they still share one TrialOutcomes record; the collector holds them all.
+            collector: Any = next(c for c in _restored_callbacks(tuner) if isinstance(c, Collector))
+            outcomes: Any = collector.outcomes
+            tracker = next((c for c in collector.downstream_callbacks() if hasattr(c, "begin_finish")), None)
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
-            _write_state(run_dir / STATE_FILE, {"experiment": exp.to_record(), "created": time.time()})
+            write_json(run_dir / STATE_FILE, {"experiment": exp.to_record(), "created": time.time()})
             outcomes = TrialOutcomes()
             searcher, scheduler = build_strategy(exp.strategy.spec(), exp.space, exp.metrics, exp.modes, exp.budget,
                                                  outcomes)
-            collector = _collector_class()(exp.metrics, searcher, exp.epoch_budget, outcomes, exp.budget)
-            tracker = _tracker(exp, run_dir, outcomes, tracking_uri) if exp.tracking.enabled else None
+            tracker = search_tracker(exp, run_dir, outcomes, tracking_uri) if exp.tracking.enabled else None
             from ray.tune.logger import JsonLoggerCallback
 
             # Ray's JSON logger keeps each trial's full result history on disk (params.json,
-            # result.json): what `hpo sync-mlflow` replays. Its CSV/TensorBoard loggers stay off.
-            callbacks = [collector, Progress(num_samples, exp.metrics[0], exp.modes[0], outcomes)]
-            callbacks += [tracker] if tracker else []
-            tune_samples = num_samples
+            # result.json): what a resumed search and `hpo sync-mlflow` replay into MLflow.
+            downstream: list[Any] = [Progress(num_samples, exp.metrics[0], exp.modes[0], outcomes)]
+            downstream += [tracker] if tracker else []
+            tune_samples, unpacker = num_samples, None
             if exp.pack != 1 and not exp.unpackable:
                 # Short trials share Ray trials; every hpo callback sees each one as its own trial.
                 searcher = PackingSearcher(searcher, num_samples, exp.pack, adaptive=exp.strategy.searcher not in
                                            ("grid", "random", "sobol", "qmc"))
-                collector.searcher = searcher
-                callbacks, tune_samples = [Unpacker(callbacks)], -1  # the packing searcher counts trials
-            callbacks.append(JsonLoggerCallback())
+                unpacker = Unpacker(downstream)
+                downstream, tune_samples = [unpacker], -1  # the packing searcher counts trials
+            collector = Collector(exp.metrics, searcher, outcomes, epoch_budget=exp.epoch_budget,
+                                  time_budget_s=exp.time_budget_s, downstream=downstream, unpacker=unpacker,
+                                  run_dir=str(run_dir))
             single = len(exp.metrics) == 1
             from ray.tune.search import BasicVariantGenerator
 
@@ -471,13 +290,13 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
                     mode=exp.modes[0] if single else None,
                     num_samples=tune_samples,
                     max_concurrent_trials=exp.max_concurrent,
-                    time_budget_s=exp.time_budget_s,
                     reuse_actors=True,
+                    # time_budget_s is the collector's: it ends trials as cut and counts across resumes
                 ),
                 run_config=tune.RunConfig(
                     name=run_dir.name,
                     storage_path=str(run_dir.parent),
-                    callbacks=callbacks,
+                    callbacks=[collector, *downstream, JsonLoggerCallback()],
                     stop=collector,
                     verbose=0,
                     failure_config=tune.FailureConfig(max_failures=exp.max_failures),
@@ -493,25 +312,37 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             tracker.start()  # the writer opens the parent run in the background
         failed = True
         try:
-            tuner.fit()
+            with catch_signals(collector):
+                tuner.fit()
             failed = collector.error is not None
         finally:
-            results = Results.from_trials(
-                collector.trials, exp.name, exp.metrics, exp.modes, outcomes.as_dict(), str(run_dir),
-                rungs=outcomes.rungs(),
-                study=getattr(collector.searcher, "study", None),
-            )
+            interrupted = collector.interrupted
+            results = Results.from_trials(collector.trials, exp.name, exp.metrics, exp.modes, outcomes,
+                                          str(run_dir), study=getattr(collector.searcher, "study", None))
+            results.interrupted, results.stop_reason = interrupted, collector.stop_reason
             if tracker is not None:
                 tracker.begin_finish(results)  # leaderboard and plots while the best trial is recovered
-            if not failed and exp.is_builtin and exp.task.get("test_best", True) and results.best_trial:
+            if (not failed and not interrupted and exp.is_builtin and exp.task.get("test_best", True)
+                    and results.best_trial):
                 from hpo.train.best import recover_best
 
                 results.best_model_info = recover_best(results, builtin_task(exp), dataset,
                                                        {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}, run_dir)
-            _write_state(run_dir / TRIALS_FILE, {"trials": [asdict(t) for t in results.trials]})
+            write_json(run_dir / TRIALS_FILE, {"trials": [asdict(t) for t in results.trials],
+                                               "stop_reason": collector.stop_reason})
             if tracker is not None:
-                tracker.finish(results, failed=failed)
+                tracker.finish(results, failed=failed, killed=interrupted is not None)
                 results.mlflow_experiment_id, results.parent_run_id = tracker.experiment_id, tracker.parent_run_id
     if collector.error is not None:
         raise collector.error
+    if interrupted:
+        raise SearchInterrupted(interrupted, EXIT_CODES.get(interrupted, 1), results,
+                                f"hpo resume {run_dir}")
     return results
+
+
+def _restored_callbacks(tuner: Any) -> list[Any]:
+    """The callbacks a restored Tuner unpickled (Ray 2.60 exposes them only on its local tuner)."""
+    from hpo._compat.ray import restored_run_config
+
+    return list(restored_run_config(tuner).callbacks or [])

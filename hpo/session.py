@@ -1,25 +1,27 @@
-"""Helpers called inside a trial: report metrics (with the node that produced them)."""
+"""Called inside a trial: report metrics (with the node that produced them), batched by a report plan.
+
+The keys these reports carry are defined in :mod:`hpo.wire`."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DONE_KEY", "END_KEY", "ERROR_KEY", "GPU_KEY", "HISTORY_KEY", "NODE_KEY", "PACK_KEY", "STARTED_KEY",
-           "STEP_KEY", "SUB_KEY", "TIME_KEY", "ReportPlan", "Reporter", "report"]
+from hpo.wire import (
+    END_KEY,
+    ERROR_KEY,
+    GPU_KEY,
+    HISTORY_KEY,
+    NODE_KEY,
+    STARTED_KEY,
+    STEP_KEY,
+    SUB_KEY,
+    TIME_KEY,
+    ReportPlan,
+)
 
-NODE_KEY = "hpo_node"
-TIME_KEY = "hpo_time"  # wall-clock time of the report (Ray's own timestamp is whole seconds)
-GPU_KEY = "hpo_gpu"  # the GPU(s) Ray gave the trial, "none" on CPU
-STEP_KEY = "hpo_step"  # the trial's own step (epoch), when it is not Ray's count of reports
-HISTORY_KEY = "hpo_history"  # earlier steps sent along with a result
-STARTED_KEY = "hpo_started"  # wall-clock time the trial's own work began (after Ray handed it over)
-PACK_KEY = "hpo_pack"  # a packed Ray trial's config: [[trial id, config], ...] (hpo.packing)
-DONE_KEY = "hpo_pack_done"  # its trials that have ended: id -> status, last result (the driver keeps it current)
-SUB_KEY = "hpo_sub"  # in each step of a packed trial: the id of the trial it belongs to
-END_KEY = "hpo_sub_end"  # the step is its trial's last
-ERROR_KEY = "hpo_sub_error"  # the trial raised: the last line of its traceback
+__all__ = ["Reporter", "report"]
+
 _node_id: str | None = None
 _gpu: str | None = None
 
@@ -62,21 +64,6 @@ def report(metrics: dict[str, Any], checkpoint: Any = None) -> None:
     from ray import tune
 
     tune.report({**metrics, NODE_KEY: node_id(), GPU_KEY: gpu(), TIME_KEY: time.time()}, checkpoint=checkpoint)
-
-
-@dataclass(frozen=True)
-class ReportPlan:
-    """Which of a trial's steps the scheduler needs to see as they happen.
-
-    Attributes:
-        steps: the steps a decision is made at (ASHA's rungs); ``None``: every step (HyperBand,
-            median stopping, PBT, plug-ins); empty: none (FIFO).
-        interval_s: the longest a finished step waits before it is sent anyway, so progress,
-            MLflow curves and time budgets stay live on long trials.
-    """
-
-    steps: frozenset[int] | None = None
-    interval_s: float = 1.0
 
 
 class Reporter:

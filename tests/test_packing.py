@@ -18,8 +18,8 @@ from ray.tune.search import Searcher
 import hpo
 from hpo import Float, Grid
 from hpo.errors import HpoConfigError
-from hpo.packing import PackingSearcher, split_result
-from hpo.session import (
+from hpo.packing import PackingSearcher
+from hpo.wire import (
     END_KEY,
     ERROR_KEY,
     GPU_KEY,
@@ -30,6 +30,7 @@ from hpo.session import (
     STEP_KEY,
     SUB_KEY,
     TIME_KEY,
+    split_result,
 )
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 import hpo.session as session
-from hpo._trials import result_steps, with_epoch_step
-from hpo.session import HISTORY_KEY, STEP_KEY, Reporter, ReportPlan
+from hpo.session import Reporter
+from hpo.wire import HISTORY_KEY, STEP_KEY, ReportPlan, result_steps, with_epoch_step
 
 
 @pytest.fixture()

@@ -21,9 +21,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
-from hpo._trials import result_steps
 from hpo.space import SearchSpace
 from hpo.strategies._outcomes import TrialOutcomes
+from hpo.wire import result_steps
 
 
 def _quiet_optuna() -> None:
@@ -109,7 +109,9 @@ class OptunaSearcher(Searcher):
             self.study.tell(trial, state=TrialState.FAIL)
             return
         self._report(trial, last)  # the final result: Ray skips on_trial_result for a stopping one
-        if self.outcomes.is_pruned(trial_id) and len(self.metrics) == 1:
+        if self.outcomes.is_stopped(trial_id):
+            # Pruned by the scheduler or cut by the search (budget, interrupt): its last value is
+            # not a full-budget one. Optuna 5 takes PRUNED for several objectives too.
             self.study.tell(trial, state=TrialState.PRUNED)
             return
         raw = [last.get(m) if last else None for m in self.metrics]
@@ -126,8 +128,7 @@ class OptunaSearcher(Searcher):
             "study": self.study,
             "trials": {tid: t.number for tid, t in self._trials.items()},
             "last": self._last,
-            "pruned": self.outcomes.as_dict(),
-            "rungs": self.outcomes.rungs(),
+            "outcomes": self.outcomes.state(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -140,7 +141,10 @@ class OptunaSearcher(Searcher):
             for tid, n in state["trials"].items()
         }
         self._last = state["last"]
-        self.outcomes.update(state["pruned"], state.get("rungs"))
+        if "outcomes" in state:
+            self.outcomes.load(state["outcomes"])
+        else:  # saved by hpo before the cut state existed
+            self.outcomes.update(state["pruned"], state.get("rungs"))
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:

@@ -3,7 +3,12 @@
 Ray's ``MLflowLoggerCallback`` makes one request per metric key per result and opens a new
 run for every restored trial. This callback queues events on the driver and a background
 thread writes them with ``log_batch``, off Tune's hot path; on resume it finds the existing
-parent and child runs (by tags) and skips steps already logged, so nothing is duplicated.
+parent and child runs (by tags), replays every trial's steps from Ray's result files (skipping
+those already logged) and ends every run whose trial ended, so nothing is lost or duplicated.
+
+Each child run ends with the trial's terminal state (``hpo.strategies.STATUSES``):
+completed -> FINISHED, pruned and cut -> KILLED, errored and diverged -> FAILED, with the
+``hpo.status`` tag saying which (and at which step, for what reason).
 """
 
 from __future__ import annotations
@@ -22,15 +27,19 @@ from typing import Any
 
 from ray.tune import Callback
 
-from hpo._trials import error_text, result_steps, trial_metrics
-from hpo.session import GPU_KEY, NODE_KEY, TIME_KEY
+from hpo._trials import error_text
+from hpo.rundir import read_state, trial_histories, update_state
 from hpo.strategies import TrialOutcomes
+from hpo.wire import GPU_KEY, NODE_KEY, TIME_KEY, result_steps, trial_metrics
 
 log = logging.getLogger("hpo.tracking")
 
 TRIAL_TAG = "hpo.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
 _MAX_PARAMS, _MAX_METRICS = 100, 1000
+# a trial's terminal state -> its child run's MLflow status
+_RUN_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "cut": "KILLED", "errored": "FAILED",
+               "diverged": "FAILED"}
 
 
 @contextmanager
@@ -50,11 +59,6 @@ def _tracking_uri(uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = env
-
-
-def default_tracking_uri() -> str:
-    """``sqlite:///<cwd>/mlflow.db``: MLflow 3 refuses its plain file store unless forced."""
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -104,7 +108,8 @@ class MlflowTracker(Callback):
         run_name: name of the parent run.
         state_path: JSON file in the search's storage directory where the parent run id is kept,
             so a resumed search continues the same parent run.
-        outcomes: shared record of pruned trials (for status tags).
+        outcomes: shared record of pruned and cut trials (for each trial's terminal state).
+        metrics: the search's metrics (a NaN/inf one means the trial diverged).
         parent_params: params and tags of the parent run (strategy, versions, ...).
         artifacts: file name -> text, logged on the parent run.
     """
@@ -124,8 +129,10 @@ class MlflowTracker(Callback):
         hparam_schedule: bool = False,
         log_model: bool = True,
         register_model: str | None = None,
+        metrics: list[str] | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
+        self.metrics = list(metrics or [])
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.state_path = state_path
@@ -145,7 +152,8 @@ class MlflowTracker(Callback):
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._runs: dict[str, str] = {}  # trial id -> child run id
-        self._unended: set[str] = set()  # trials whose child run a killed search left RUNNING
+        self._closed: dict[str, str] = {}  # trial id -> status of a child run already ended in MLflow
+        self._create_failed: set[str] = set()  # trials whose create request failed (it may still have created)
         self._logged_step: dict[str, int] = {}  # trial id -> last step already in MLflow
         self._params: dict[str, dict[str, str]] = {}  # trial id -> params already in MLflow (never changed)
         self._config: dict[str, dict[str, Any]] = {}  # trial id -> its current config
@@ -164,25 +172,37 @@ class MlflowTracker(Callback):
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment_name", "run_name", "state_path", "outcomes", "parent_params",
                 "parent_tags", "artifacts", "flush_interval_s", "flush_timeout_s", "hparam_schedule",
-                "log_model", "register_model")
-        return {k: self.__dict__[k] for k in keep}
+                "log_model", "register_model", "metrics")
+        return {k: self.__dict__.get(k) for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.metrics = list(self.metrics or [])
         self._reset()
 
     # -- set-up ----------------------------------------------------------------------------
 
-    def _read_state(self) -> dict[str, Any]:
-        p = Path(self.state_path)
-        return json.loads(p.read_text()) if p.exists() else {}
+    def _recorded_parent(self) -> str | None:
+        """This search's parent run in *this* tracking store (a search copied to another store by
+        ``hpo sync-mlflow --tracking-uri`` has a parent run of its own there)."""
+        state = read_state(Path(self.state_path).parent)
+        mine = (state.get("mlflow") or {}).get(self.tracking_uri)
+        if mine:
+            return str(mine["parent_run_id"])
+        if state.get("parent_run_id") and state.get("tracking_uri") in (None, self.tracking_uri):
+            return str(state["parent_run_id"])  # written by hpo before parents were kept per store
+        return None
 
-    def _write_state(self, **updates: Any) -> None:
-        p = Path(self.state_path)
-        state = {**self._read_state(), **updates}
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, default=str))
-        tmp.replace(p)  # a crash never leaves a half-written state file
+    def _save_parent(self) -> None:
+        run_dir = Path(self.state_path).parent
+        state = read_state(run_dir)
+        stores = {**(state.get("mlflow") or {}),
+                  self.tracking_uri: {"parent_run_id": self.parent_run_id, "experiment_id": self.experiment_id}}
+        updates: dict[str, Any] = {"mlflow": stores}
+        if not state.get("tracking_uri"):  # the store the search itself records to (resume continues there)
+            updates.update(parent_run_id=self.parent_run_id, mlflow_experiment_id=self.experiment_id,
+                           tracking_uri=self.tracking_uri)
+        update_state(run_dir, **updates)
 
     def start(self, connect_after_s: float = 10.0) -> None:
         """Start the writer thread; it opens (or, on resume, reopens) the parent run first.
@@ -218,15 +238,15 @@ class MlflowTracker(Callback):
                 self.experiment_name, tags={"mlflow.experimentKind": "custom_model_development"}
             )
         )
-        self.parent_run_id = self._read_state().get("parent_run_id")
-        if self.parent_run_id:
-            self.client.update_run(self.parent_run_id, status="RUNNING")
+        parent = self._recorded_parent()
+        if parent:
+            self.client.update_run(parent, status="RUNNING")
+            self.parent_run_id = parent
             self._find_children()
         else:
             run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=self.parent_tags)
             self.parent_run_id = run.info.run_id
-            self._write_state(parent_run_id=self.parent_run_id, mlflow_experiment_id=self.experiment_id,
-                              tracking_uri=self.tracking_uri)
+            self._save_parent()
             self._log_batch(self.parent_run_id, params=flatten_params(self.parent_params))
             for name, text in self.artifacts.items():
                 self.client.log_text(self.parent_run_id, text, name)
@@ -246,8 +266,8 @@ class MlflowTracker(Callback):
                 self._params[tid] = dict(r.data.params)
                 steps = [m.step for k in r.data.metrics for m in self.client.get_metric_history(r.info.run_id, k)]
                 self._logged_step[tid] = max(steps, default=0)
-                if r.info.status == "RUNNING":
-                    self._unended.add(tid)
+                if r.info.status != "RUNNING":
+                    self._closed[tid] = r.data.tags.get("hpo.status", "")
 
     # -- Tune events (driver thread: enqueue only) ------------------------------------------
 
@@ -258,16 +278,25 @@ class MlflowTracker(Callback):
         self._reconcile(trials)  # a resumed search whose trials had all ended runs no step
 
     def _reconcile(self, trials: list) -> None:
-        """Once per (resumed) search: Ray's trials against the child runs already in MLflow."""
+        """Once per (resumed) search: Ray's trials against the child runs already in MLflow.
+
+        Every trial Ray knows gets its child run, with every step Ray's result files hold (steps
+        already logged are skipped), and every trial that ended gets its end written, even one
+        whose run a killed search never got to create.
+        """
         if self._reconciled:
             return
         self._reconciled = True
-        self._queue.put(("reconcile", "", [t.trial_id for t in trials]))
-        for t in trials:
-            # A trial Ray saved as ended whose end the killed search did not get to write.
-            if t.status in ("TERMINATED", "ERROR"):
-                end = ("errored", error_text(t)) if t.status == "ERROR" else ("completed", None)
-                self._queue.put(("ended", t.trial_id, (dict(t.last_result or {}), end)))
+        ended = {t.trial_id: self._end_of(t, errored=t.status == "ERROR")
+                 for t in trials if t.status in ("TERMINATED", "ERROR")}
+        configs = {t.trial_id: dict(t.config or {}) for t in trials}
+        self._queue.put(("reconcile", "", (configs, ended)))
+
+    def _end_of(self, trial: Any, errored: bool) -> tuple[str, str | None]:
+        """(terminal state, error text): decided once, by the search's outcomes."""
+        status = self.outcomes.status_of(trial.trial_id, errored=errored, last=trial.last_result,
+                                         metrics=self.metrics)
+        return status, error_text(trial) if errored else None
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._queue.put(("start", trial.trial_id, (trial.trial_id, dict(trial.config))))
@@ -277,20 +306,22 @@ class MlflowTracker(Callback):
         self._go.set()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._queue.put(("end", trial.trial_id, ("completed", None)))
+        self._queue.put(("end", trial.trial_id, self._end_of(trial, errored=False)))
         self._go.set()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._queue.put(("end", trial.trial_id, ("errored", error_text(trial))))
+        self._queue.put(("end", trial.trial_id, self._end_of(trial, errored=True)))
         self._go.set()
 
     def replay(self, trial_id: str, config: dict[str, Any], results: list[dict[str, Any]],
-               errored: str | None = None) -> None:
-        """Queue a whole trial read back from Ray's storage (``hpo sync-mlflow``)."""
+               end: tuple[str, str | None] | None) -> None:
+        """Queue a whole trial read back from Ray's storage (``hpo sync-mlflow``); ``end`` is its
+        saved terminal state and error text, or None for a trial a killed search left unfinished."""
         self._queue.put(("start", trial_id, (trial_id, config)))
         for result in results:
             self._queue.put(("result", trial_id, result))
-        self._queue.put(("end", trial_id, ("errored", errored) if errored else ("completed", None)))
+        if end is not None:
+            self._queue.put(("end", trial_id, end))
 
     # -- background writer -------------------------------------------------------------------
 
@@ -329,9 +360,18 @@ class MlflowTracker(Callback):
 
     def _child(self, trial_id: str) -> str:
         run_id = self._runs.get(trial_id)
+        if run_id is None and trial_id in self._create_failed:
+            # A create that timed out may have created the run all the same: look before creating.
+            found = self.client.search_runs(
+                [self.experiment_id], max_results=1,
+                filter_string=f"tags.{PARENT_TAG} = '{self.parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'")
+            if found:
+                run_id = self._runs[trial_id] = found[0].info.run_id
         if run_id is None:
             tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, "hpo.status": "running"}
+            self._create_failed.add(trial_id)
             run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
+            self._create_failed.discard(trial_id)
             run_id = self._runs[trial_id] = run.info.run_id
         return run_id
 
@@ -344,13 +384,10 @@ class MlflowTracker(Callback):
         steps: dict[str, int] = {}
         from mlflow.entities import Metric
 
-        events = [e for kind, tid, payload in events for e in (
-            ([("result", tid, payload[0])] * bool(payload[0]) + [("end", tid, payload[1])]
-             if tid in self._unended else []) if kind == "ended" else [(kind, tid, payload)])]
+        events = [e for kind, tid, payload in events
+                  for e in (self._reconciled_events(*payload) if kind == "reconcile" else [(kind, tid, payload)])]
         for kind, tid, payload in events:
-            if kind == "reconcile":
-                self._drop_orphans(set(payload))
-            elif kind == "start":
+            if kind == "start":
                 self._child(tid)
                 self._config[tid] = payload[1]
                 flat = flatten_params(payload[1])
@@ -386,13 +423,10 @@ class MlflowTracker(Callback):
                 ends[tid] = payload
         run_status: dict[str, str] = {}
         for tid, (status, error) in ends.items():
-            pruned_at = self.outcomes.pruned_at(tid)
-            if status == "errored":
-                text, run_status[tid] = f"errored: {error}"[:5000], "FAILED"
-            elif pruned_at is not None:
-                text, run_status[tid] = f"pruned at epoch {pruned_at}", "KILLED"
-            else:
-                text, run_status[tid] = "completed", "FINISHED"
+            text, run_status[tid] = self._status_text(tid, status, error), _RUN_STATUS[status]
+            if self._closed.get(tid) == text:
+                run_status.pop(tid)  # ended in MLflow already, exactly so (a resumed search's replay)
+                continue
             tags.setdefault(tid, {})["hpo.status"] = text
             rung = self.outcomes.rung_of(tid)
             if rung is not None:  # the highest ASHA rung the trial was recorded at
@@ -405,7 +439,35 @@ class MlflowTracker(Callback):
                 self._logged_step[tid] = steps[tid]  # only once written: a retry resends, never skips
         for tid, status in run_status.items():
             self._terminate(self._child(tid), status)
-            self._unended.discard(tid)
+            self._closed[tid] = tags[tid]["hpo.status"]
+
+    def _status_text(self, tid: str, status: str, error: str | None) -> str:
+        """The ``hpo.status`` tag: the terminal state, with its step, reason or error."""
+        if status == "errored":
+            return f"errored: {error}"[:5000]
+        if status == "pruned":
+            return f"pruned at epoch {self.outcomes.pruned_at(tid)}"
+        if status == "cut":
+            step, reason = self.outcomes.cut_of(tid) or (0, "search stopped")
+            return f"cut at epoch {step} ({reason})"
+        return status
+
+    def _reconciled_events(self, configs: dict[str, dict[str, Any]],
+                           ended: dict[str, tuple[str, str | None]]) -> list[tuple[str, str, Any]]:
+        """A resumed search's first events: orphans dropped; for every trial Ray knows its start,
+        every step Ray's result files hold, and its end if it ended (writer thread: file reads)."""
+        self._drop_orphans(set(configs))
+        histories = trial_histories(Path(self.state_path).parent) if self._runs or ended else {}
+        out: list[tuple[str, str, Any]] = []
+        for tid, config in configs.items():
+            history = histories.get(tid, (config, []))[1]
+            if tid not in self._runs and not history and tid not in ended:
+                continue  # not started yet: its own start event comes when it does
+            out.append(("start", tid, (tid, config)))
+            out.extend(("result", tid, r) for r in history)
+            if tid in ended:
+                out.append(("end", tid, ended[tid]))
+        return out
 
     def _log_results(self, parent: str, results: Any) -> None:
         """Leaderboard (CSV and HTML) and plots on the parent run."""
@@ -523,7 +585,7 @@ class MlflowTracker(Callback):
         except Exception as exc:
             log.warning("MLflow could not record the search summary: %s", exc)
 
-    def finish(self, results: Any, failed: bool = False) -> None:
+    def finish(self, results: Any, failed: bool = False, killed: bool = False) -> None:
         """Flush everything, record the search's outcome on the parent run and close it.
 
         Waits at most ``flush_timeout_s`` for a slow or absent server; what could not be written
@@ -555,6 +617,8 @@ class MlflowTracker(Callback):
                                                  if done.get(k) != v and math.isfinite(v)])
             if info and self.log_model:
                 self._log_best_model(parent, info)
-            self._terminate(parent, "FAILED" if failed else "FINISHED")
+            if results.stop_reason:
+                self._log_batch(parent, tags={"hpo.stop_reason": str(results.stop_reason)})
+            self._terminate(parent, "KILLED" if killed else "FAILED" if failed else "FINISHED")
         except Exception as exc:
             log.warning("MLflow could not record the search summary: %s", exc)

@@ -1,38 +1,38 @@
-"""``hpo sync-mlflow``: replay a search from Ray's storage into MLflow, idempotently."""
+"""``hpo sync-mlflow``: replay a search from Ray's storage into MLflow, idempotently.
+
+Each trial's terminal state comes from what the search saved (``trials.json`` once it ended,
+else the ``outcomes.json`` it keeps while it runs), never from "the trial has a last result":
+a killed search's pruned, cut and errored trials stay so, and its unfinished trials stay open
+(``hpo resume`` continues them). Synced to another tracking store, the search gets a parent
+run of its own there, and a second sync adds nothing.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from hpo.config import Experiment
-from hpo.packing import split_result
 from hpo.results import Results, TrialRecord
-from hpo.session import PACK_KEY
+from hpo.rundir import OUTCOMES_FILE, find_run_dir, read_json, read_state, saved_records, trial_histories
 from hpo.strategies import TrialOutcomes
 
+__all__ = ["sync_mlflow"]
 
-def _trial_histories(run_dir: Path) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """trial id -> (config, results in order), from each trial directory's ``result.json``."""
-    out: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
-    for path in sorted(run_dir.glob("*/result.json")):
-        lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-        if not lines:
-            continue
-        tid = lines[0]["trial_id"]
-        params = path.with_name("params.json")
-        config = json.loads(params.read_text()) if params.exists() else lines[0].get("config", {})
-        if PACK_KEY not in config:
-            out[tid] = (config, lines)
-            continue
-        for sid, sub_config in config[PACK_KEY]:  # a packed Ray trial: each trial it carries on its own
-            out[sid] = (sub_config, [])
-        for line in lines:
-            for sid, sub in split_result(line):
-                if sid in out:
-                    out[sid][1].append(sub)
-    return {tid: v for tid, v in out.items() if v[1]}  # a trial that never reported is in trials.json, if anywhere
+
+def _saved_ends(run_dir: Path, records: dict[str, TrialRecord]) -> tuple[TrialOutcomes, dict[str, tuple[str, Any]]]:
+    """The search's outcomes and each ended trial's (terminal state, error text), as it saved them."""
+    outcomes = TrialOutcomes()
+    if records:
+        outcomes.update({tid: r.pruned_at for tid, r in records.items() if r.pruned_at is not None},
+                        {tid: (r.rung, r.rung_epoch) for tid, r in records.items()
+                         if r.rung is not None and r.rung_epoch is not None},
+                        {tid: (r.cut_at, r.cut_reason or "search stopped") for tid, r in records.items()
+                         if r.cut_at is not None})
+        return outcomes, {tid: (r.status, r.error) for tid, r in records.items()}
+    saved = read_json(run_dir / OUTCOMES_FILE, {}) or {}
+    outcomes.load(saved.get("outcomes", {}))
+    return outcomes, {tid: (status, None) for tid, status in (saved.get("ended") or {}).items()}
 
 
 def sync_mlflow(name_or_path: str, storage_path: str = "hpo_results", tracking_uri: str | None = None) -> Results:
@@ -41,25 +41,20 @@ def sync_mlflow(name_or_path: str, storage_path: str = "hpo_results", tracking_u
     Runs and steps already in MLflow are found by their tags and skipped, so running it
     twice, or after a search that did log, adds nothing.
     """
-    from hpo.runner import STATE_FILE, TRIALS_FILE, _tracker, find_run_dir
+    from hpo.tracking.search_record import search_tracker
 
     run_dir = find_run_dir(name_or_path, storage_path)
-    state = json.loads((run_dir / STATE_FILE).read_text())
+    state = read_state(run_dir)
     exp = Experiment.from_dict(state["experiment"])
-    trials_file = run_dir / TRIALS_FILE
-    saved = json.loads(trials_file.read_text())["trials"] if trials_file.exists() else []
-    records = {r["trial_id"]: TrialRecord(**r) for r in saved}
-    outcomes = TrialOutcomes()
-    outcomes.update({tid: r.pruned_at for tid, r in records.items() if r.pruned_at is not None},
-                    {tid: (r.rung, r.rung_epoch) for tid, r in records.items()
-                     if r.rung is not None and r.rung_epoch is not None})
-    tracker = _tracker(exp, run_dir, outcomes, tracking_uri or state.get("tracking_uri"))
+    records = {r["trial_id"]: TrialRecord(**r) for r in saved_records(run_dir)}
+    outcomes, ends = _saved_ends(run_dir, records)
+    tracker = search_tracker(exp, run_dir, outcomes, tracking_uri or state.get("tracking_uri"))
     tracker.start()
-    histories = _trial_histories(run_dir)
-    for tid in sorted(histories.keys() | records.keys()):
+    histories = trial_histories(run_dir)
+    for tid in sorted(histories.keys() | records.keys() | ends.keys()):
         record = records.get(tid)
         config, history = histories.get(tid, (record.config if record else {}, []))  # errored before any report
-        tracker.replay(tid, config, history, errored=record.error if record and record.status == "errored" else None)
+        tracker.replay(tid, config, history, end=ends.get(tid))
     results = Results(exp.name, exp.metrics, exp.modes, list(records.values()), str(run_dir))
     tracker.finish(results)
     results.mlflow_experiment_id, results.parent_run_id = tracker.experiment_id, tracker.parent_run_id

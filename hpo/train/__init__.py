@@ -15,7 +15,7 @@ def train(config: dict[str, Any], data: Any = None, threads: int = 1, task: dict
 
     ``task`` holds the experiment's fixed settings; the trial's sampled ``config`` overrides them.
     """
-    from hpo.session import PACK_KEY
+    from hpo.wire import PACK_KEY
 
     if PACK_KEY in config:  # several configurations in one Ray trial (hpo.packing)
         from hpo.train.loop import train_pack

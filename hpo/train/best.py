@@ -169,17 +169,17 @@ def export_best(name_or_path: str, out: str | os.PathLike[str], storage_path: st
     from hpo.config import Experiment
     from hpo.errors import HpoConfigError
     from hpo.results import Results, TrialRecord
-    from hpo.runner import STATE_FILE, TRIALS_FILE, _check_before_launch, builtin_task, find_run_dir
+    from hpo.rundir import find_run_dir, read_state, saved_records
+    from hpo.runner import _check_before_launch, builtin_task
 
     run_dir = find_run_dir(name_or_path, storage_path)
     model_file = run_dir / BEST_DIR / MODEL_FILE
     if not model_file.exists():
-        exp = Experiment.from_dict(json.loads((run_dir / STATE_FILE).read_text())["experiment"])
+        exp = Experiment.from_dict(read_state(run_dir)["experiment"])
         if not exp.is_builtin:
             raise HpoConfigError("export", "needs a search of the built-in task (a user trainable keeps its own "
                                  "models)", str(run_dir))
-        trials_file = run_dir / TRIALS_FILE
-        records = json.loads(trials_file.read_text())["trials"] if trials_file.exists() else []
+        records = saved_records(run_dir)
         results = Results(exp.name, exp.metrics, exp.modes, [TrialRecord(**r) for r in records], str(run_dir))
         best = results.best_trial
         if best is None:

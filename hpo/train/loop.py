@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpo.session import ReportPlan
 from hpo.train.data import Dataset, DataSpec, Split, load_dataset, matches
 from hpo.train.models import build_model
 from hpo.train.optim import Schedule, build_optimizer
 from hpo.train.task import TaskConfig
+from hpo.wire import ReportPlan
 
 _REGRESSION_LOSSES: dict[str, Any] = {
     "mse": nn.functional.mse_loss, "mae": nn.functional.l1_loss, "huber": nn.functional.huber_loss,
@@ -361,7 +361,8 @@ def train_pack(config: dict[str, Any], task: dict[str, Any], data: Dataset | Non
                plan: ReportPlan | None = None) -> None:
     """A packed Ray trial (:mod:`hpo.packing`): its trials one after another, their steps tagged
     with their own ids. A trial that raises is reported as failed and the next one starts."""
-    from hpo.session import DONE_KEY, PACK_KEY, Reporter
+    from hpo.session import Reporter
+    from hpo.wire import DONE_KEY, PACK_KEY
 
     done = set(config.get(DONE_KEY, ()))  # a retried pack skips the trials already on record
     todo = [(sid, sub) for sid, sub in config[PACK_KEY] if sid not in done]

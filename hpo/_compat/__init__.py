@@ -1,0 +1,1 @@
+"""Private APIs of dependencies, one module per dependency, each use with the version it was checked against."""

@@ -1,0 +1,137 @@
+"""The run directory of a search: its layout, its state files, and reading it back.
+
+A search's run directory is ``<storage_path>/<name>-<YYYYmmdd-HHMMSS>[.<n>]``. It holds Ray's
+experiment state and trial directories and hpo's own files:
+
+* ``hpo_state.json``: the validated experiment, when it was created, and the MLflow parent
+  run of each tracking store the search was recorded in;
+* ``outcomes.json``: how every trial that ended so far ended (written with each of Ray's
+  experiment-state saves, so it matches what Ray would resume);
+* ``trials.json``: every trial's final record, written when the search ends.
+
+Every file here is written to a temporary name and renamed into place, so a crash never leaves
+a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hpo.errors import HpoConfigError
+
+__all__ = ["OUTCOMES_FILE", "STATE_FILE", "TRIALS_FILE", "find_run_dir", "new_run_dir", "read_json",
+           "read_state", "saved_records", "trial_histories", "update_state", "write_json"]
+
+STATE_FILE = "hpo_state.json"
+TRIALS_FILE = "trials.json"  # every trial's record, written when a search ends
+OUTCOMES_FILE = "outcomes.json"  # how each trial ended so far, written with Ray's experiment state
+_STAMP = r"\d{8}-\d{6}(?:\.\d+)?"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON atomically: a temporary file in the same directory, then a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    return read_json(Path(run_dir) / STATE_FILE, {})
+
+
+def update_state(run_dir: Path, **updates: Any) -> dict[str, Any]:
+    """Merge keys into ``hpo_state.json`` (atomically)."""
+    state = {**read_state(run_dir), **updates}
+    write_json(Path(run_dir) / STATE_FILE, state)
+    return state
+
+
+def new_run_dir(storage_path: str | os.PathLike[str], name: str) -> Path:
+    """A fresh, not yet existing ``<storage_path>/<name>-<timestamp>[.<n>]`` (not created)."""
+    base = Path(storage_path).resolve() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        run_dir = base.with_name(f"{base.name}.{n}")  # from the base: a name may contain dots itself
+        n += 1
+    return run_dir
+
+
+def find_run_dir(name_or_path: str, storage_path: str = "hpo_results") -> Path:
+    """A run directory from its path, or the newest run of exactly that search name under ``storage_path``.
+
+    ``mlp`` finds ``mlp-20261129-101500`` but never ``mlp-small-20261129-101500``.
+    """
+    p = Path(name_or_path)
+    if (p / STATE_FILE).exists():
+        return p.resolve()
+    root = Path(storage_path)
+    pattern = re.compile(re.escape(name_or_path) + "-" + _STAMP + "$")
+    candidates = [d for d in root.glob("*") if pattern.fullmatch(d.name) and (d / STATE_FILE).exists()]
+    if not candidates:
+        raise HpoConfigError("name_or_path", f"must name a run directory or a search under {root.resolve()}",
+                             name_or_path)
+
+    def order(d: Path) -> tuple[str, int]:
+        stamp = d.name[len(name_or_path) + 1:]
+        head, _, n = stamp.partition(".")
+        return head, int(n or 0)
+
+    return max(candidates, key=order).resolve()
+
+
+def saved_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The trial records of ``trials.json`` (empty if the search never got to write it)."""
+    return list((read_json(Path(run_dir) / TRIALS_FILE, {}) or {}).get("trials", []))
+
+
+def trial_histories(run_dir: Path) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """trial id -> (config, every result in order), from Ray's per-trial ``result.json`` files.
+
+    A packed Ray trial's results are split into the trials it carried, each under its own id.
+    Trials that never reported are left out.
+    """
+    from hpo.wire import PACK_KEY, split_result
+
+    out: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for path in sorted(Path(run_dir).glob("*/result.json")):
+        lines = []
+        for ln in path.read_text().splitlines():
+            try:
+                lines.append(json.loads(ln))
+            except ValueError:  # the last line of a killed search may be cut short
+                break
+        if not lines:
+            continue
+        tid = lines[0]["trial_id"]
+        params = path.with_name("params.json")
+        try:
+            config = json.loads(params.read_text()) if params.exists() else lines[0].get("config", {})
+        except ValueError:
+            config = lines[0].get("config", {})
+        if PACK_KEY not in config:
+            out[tid] = (config, lines)
+            continue
+        for sid, sub_config in config[PACK_KEY]:  # a packed Ray trial: each trial it carries on its own
+            out[sid] = (sub_config, [])
+        for line in lines:
+            for sid, sub in split_result(line):
+                if sid in out:
+                    out[sid][1].append(sub)
+    return {tid: v for tid, v in out.items() if v[1]}

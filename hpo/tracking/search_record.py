@@ -1,0 +1,102 @@
+"""What a search records in MLflow about itself: the parent run's params, tags and artifacts.
+
+:func:`search_tracker` builds the :class:`~hpo.tracking.mlflow.MlflowTracker` of a search from its
+validated experiment and run directory, the same for ``hpo run``, ``hpo resume`` and
+``hpo sync-mlflow``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hpo.config import Experiment
+from hpo.errors import HpoConfigError
+from hpo.rundir import STATE_FILE
+
+__all__ = ["search_tracker", "space_hash", "tracking_uri_of"]
+
+_URI_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def default_tracking_uri() -> str:
+    """``sqlite:///<cwd>/mlflow.db``: MLflow 3 refuses its plain file store unless forced."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def tracking_uri_of(exp: Experiment, override: str | None) -> str:
+    """The MLflow store a search writes to: ``--tracking-uri``, the experiment file, the
+    environment, else ``sqlite:///<cwd>/mlflow.db``. Checked here, before anything is launched."""
+    for key, uri in (("--tracking-uri", override), ("tracking.tracking_uri", exp.tracking.tracking_uri),
+                     ("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI"))):
+        if not uri:
+            continue
+        scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()  # "databricks" alone is a URI too
+        shown = re.sub(r"//[^/@]*@", "//***@", uri)  # credentials never reach a message
+        if scheme not in _URI_SCHEMES:
+            raise HpoConfigError(key, f"must be an MLflow tracking URI starting with one of "
+                                 f"{', '.join(s + ':' for s in _URI_SCHEMES)}", shown,
+                                 "MLflow 3 refuses its plain file store: use sqlite:///path/mlflow.db"
+                                 if scheme == "file" or ":" not in uri else None)
+        if scheme == "sqlite":
+            path = uri.split(":///", 1)[1] if ":///" in uri else ""
+            if path and not Path(path).parent.is_dir():
+                raise HpoConfigError(key, "must name an SQLite file in an existing directory", shown)
+        return uri
+    return default_tracking_uri()
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("hpo", "ray", "optuna", "torch", "mlflow"):
+        try:
+            out[f"version.{pkg}"] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def space_hash(exp: Experiment) -> str:
+    """16 hex digits identifying the search space (the same space gives the same hash)."""
+    return hashlib.sha256(json.dumps(exp.space.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def search_tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: str | None) -> Any:
+    """The MLflow tracker of the search in ``run_dir`` (its parent run's params, tags, artifacts)."""
+    import yaml
+
+    from hpo.tracking.mlflow import MlflowTracker
+
+    uri = tracking_uri_of(exp, tracking_uri)
+    spec = exp.strategy.spec()
+    tags = {"hpo.search": exp.name, "hpo.storage_path": str(run_dir), **_versions()}
+    commit = _git_commit()
+    if commit:
+        tags["git.commit"] = commit
+    params = {"searcher": spec.searcher, "scheduler": spec.scheduler, "seed": spec.seed,
+              "num_samples": exp.resolved_num_samples(), "metric": ",".join(exp.metrics),
+              "mode": ",".join(exp.modes), "space_hash": space_hash(exp),
+              **{f"searcher.{k}": v for k, v in spec.searcher_options.items()},
+              **{f"scheduler.{k}": v for k, v in spec.scheduler_options.items()}}
+    record = exp.to_record()
+    artifacts = {"experiment.yaml": yaml.safe_dump(record, sort_keys=False),
+                 "space.yaml": yaml.safe_dump(record["space"], sort_keys=False)}
+    return MlflowTracker(uri, exp.tracking.experiment_name or exp.name, run_dir.name, str(run_dir / STATE_FILE),
+                         outcomes, parent_params=params, parent_tags=tags, artifacts=artifacts,
+                         flush_interval_s=exp.tracking.flush_interval_s, flush_timeout_s=exp.tracking.flush_timeout_s,
+                         hparam_schedule=spec.scheduler == "pbt", log_model=exp.tracking.log_model,
+                         register_model=exp.tracking.register_model, metrics=exp.metrics)
