@@ -26,15 +26,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hpo.errors import HpoConfigError, Shown
 from hpo.space import SearchSpace
-from hpo.strategies import StrategySpec, check_strategy
+from hpo.strategies import StrategySpec, canonical_name, capabilities, check_strategy, get_strategy
 
 __all__ = ["Experiment", "Resources", "StrategyConfig", "TrackingConfig", "load_experiment", "apply_overrides"]
 
 BUILTIN_TRAINABLE = "hpo.train:train"
+# The built-in task's `epochs` when the task leaves it out (hpo.train.task.TaskConfig.epochs; a
+# test keeps the two equal): its trials' budget then.
+BUILTIN_EPOCHS = 10
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_assignment=False)
+    # strict: "20" is not 20 and "false" is not a boolean; an int is still a valid float
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_assignment=False, strict=True)
 
 
 class Resources(_Strict):
@@ -72,6 +76,16 @@ class StrategyConfig(_Strict):
                     data[role] = block.pop("name")
                     data[f"{role}_options"] = {**block, **data.get(f"{role}_options", {})}
         return data
+
+    @field_validator("searcher")
+    @classmethod
+    def _canonical_searcher(cls, v: str) -> str:
+        return canonical_name(v, "searcher", "strategy.searcher")  # aliases resolved once, here
+
+    @field_validator("scheduler")
+    @classmethod
+    def _canonical_scheduler(cls, v: str) -> str:
+        return canonical_name(v, "scheduler", "strategy.scheduler")  # `none` is stored as `fifo`
 
     def spec(self) -> StrategySpec:
         return StrategySpec(self.searcher, self.scheduler, self.searcher_options, self.scheduler_options, self.seed)
@@ -144,11 +158,23 @@ class Experiment(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Experiment:
         metrics, modes = self.metrics, self.modes
+        if not metrics:
+            raise HpoConfigError("metric", "must name at least one metric", self.metric,
+                                 "Write e.g. `metric: val_accuracy`, or a list of several.")
+        blank = next((m for m in metrics if not m.strip()), None)
+        if blank is not None:
+            raise HpoConfigError("metric", "must not be an empty name", blank)
         if len(metrics) != len(modes):
             counts = Shown(f"{len(metrics)} metrics, {len(modes)} modes")
             raise HpoConfigError("mode", "must give one mode per metric", counts)
         if len(set(metrics)) != len(metrics):
             raise HpoConfigError("metric", "must not repeat a metric", metrics)
+        if self.is_builtin and "epochs" in self.task:
+            # The trial budget comes from here: a bad value must not surface as a scheduler error.
+            epochs = self.task["epochs"]
+            if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+                raise HpoConfigError("task.epochs", "must be an integer >= 1", epochs,
+                                     "Write e.g. `epochs: 20`, without quotes." if isinstance(epochs, str) else None)
         check_strategy(self.strategy.spec(), self.space, metrics, self.budget)
         if isinstance(self.pack, int) and self.pack > 1 and self.unpackable:
             raise HpoConfigError("pack", f"must be 1 or auto here: {self.unpackable}", self.pack)
@@ -168,21 +194,34 @@ class Experiment(_Strict):
 
     @property
     def budget(self) -> int | None:
-        """Most reports per trial: ``strategy.max_t``, else the built-in task's ``epochs``."""
-        epochs = self.task.get("epochs")
-        return self.strategy.max_t or (epochs if isinstance(epochs, int) else None)
+        """Most reports per trial: ``strategy.max_t``, else the built-in task's ``epochs`` (its
+        default when unset); None for a custom trainable without ``max_t``."""
+        if self.strategy.max_t:
+            return self.strategy.max_t
+        if not self.is_builtin:
+            return None
+        epochs = self.task.get("epochs", BUILTIN_EPOCHS)
+        return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
 
     @property
     def unpackable(self) -> str | None:
         """Why trials of this search cannot share a Ray trial (None: they can)."""
         if not self.is_builtin:
             return "only the built-in task runs packed trials (a custom trainable reports for one trial)"
-        if self.strategy.scheduler != "fifo":
-            return (f"scheduler {self.strategy.scheduler!r} decides inside trials; packing needs "
-                    "`scheduler: fifo`")
-        if self.task.get("checkpoint_freq"):
-            return "checkpoints are kept per Ray trial; packing needs `task.checkpoint_freq` unset"
+        if capabilities(self.strategy.spec(), self.budget).decides_in_trial:
+            return (f"scheduler {self.strategy.scheduler!r} decides inside trials (stops, pauses or changes them "
+                    "between reports); packing needs a scheduler that does not, such as `fifo`")
+        if self.task.get("checkpoint_freq") or self._checkpoints_in_space():
+            # inside a pack, a checkpoint would be the previous configuration's
+            return "checkpoints are kept per Ray trial; packing needs `checkpoint_freq` unset (task and space)"
         return None
+
+    def _checkpoints_in_space(self) -> bool:
+        p = self.space.params.get("checkpoint_freq")
+        if p is None:
+            return False
+        values = p.values()
+        return values is None or any(values)
 
     @property
     def is_builtin(self) -> bool:
@@ -192,7 +231,7 @@ class Experiment(_Strict):
         """``num_samples``, or the grid size for the grid searcher, or 10."""
         if self.num_samples is not None:
             return self.num_samples
-        if self.strategy.searcher == "grid":
+        if get_strategy(self.strategy.searcher, "searcher").grid_only:
             return len(self.space.grid())
         return 10
 
@@ -232,7 +271,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 
 
 def _to_config_error(exc: ValidationError) -> HpoConfigError:
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # An unknown key explains a missing one (`metrics:` for `metric:`): report it first.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
     key = ".".join(str(p) for p in loc) or "experiment"
     ctx_error = (err.get("ctx") or {}).get("error")
@@ -276,15 +317,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def read_experiment_file(path: str | Path) -> dict[str, Any]:
     """Read an experiment YAML file as a raw mapping (no validation)."""
-    import yaml
+    from hpo._yaml import read_yaml
 
     p = Path(path)
     if not p.is_file():
         raise HpoConfigError("experiment", "must be an existing YAML file", str(path))
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise HpoConfigError("experiment", f"must be valid YAML ({exc})", str(path)) from None
+    data = read_yaml(p, "experiment", prefix="")  # UTF-8, no repeated keys, no absurd nesting
     if not isinstance(data, dict):
         raise HpoConfigError("experiment", "must be a mapping of keys to values", type(data).__name__)
     return data

@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from hpo.errors import HpoConfigError, Shown
 
-__all__ = ["Categorical", "Fixed", "Float", "Grid", "Int", "Param", "param_from_dict"]
+__all__ = ["Categorical", "Fixed", "Float", "Grid", "Int", "Param", "lattice_size", "lattice_value", "param_from_dict"]
 
 
 def _conditions(when: Mapping[str, Any] | None, key: str) -> dict[str, tuple[Any, ...]]:
@@ -62,15 +63,51 @@ def _check_range(p: Float | Int, key: str) -> None:
         v = getattr(p, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise HpoConfigError(f"{key}.{name}", "must be a finite number", v)
+    if not isinstance(p.log, bool):
+        # YAML's `log: "false"` is a string, and any non-empty string would read as true.
+        raise HpoConfigError(f"{key}.log", "must be true or false (a YAML boolean, unquoted)", p.log,
+                             "Write `log: true` or `log: false` without quotes.")
     if p.low > p.high:
         raise HpoConfigError(key, "`low <= high` must hold", Shown(f"low={p.low}, high={p.high}"))
     if p.log and p.low <= 0:
-        raise HpoConfigError(f"{key}.low", "must be > 0 when `log: true`", p.low, "Use a positive low or `log: false`.")
+        raise HpoConfigError(f"{key}.low", "must be > 0 when `log: true`", p.low,
+                             "Use a positive low or `log: false`.")
     if p.step is not None:
+        if isinstance(p.step, bool) or not isinstance(p.step, (int, float)) or not math.isfinite(p.step):
+            raise HpoConfigError(f"{key}.step", "must be a finite number (unquoted)", p.step,
+                                 "Write e.g. `step: 0.1`, without quotes.")
         if p.log:
             raise HpoConfigError(f"{key}.step", "cannot be combined with `log: true`", p.step)
         if p.step <= 0:
             raise HpoConfigError(f"{key}.step", "must be > 0", p.step)
+        if p.high > p.low and p.step > p.high - p.low:
+            raise HpoConfigError(
+                f"{key}.step", f"must be <= high - low ({p.high - p.low:g}), or only `low` could ever be drawn",
+                p.step, "Use a smaller step, widen the range, or make the parameter `type: fixed`.")
+
+
+def lattice_size(low: float, high: float, step: float) -> int:
+    """How many values the grid ``low + k * step`` has within ``[low, high]``.
+
+    Counted in decimal, as Optuna does, so every backend draws exactly Optuna's values.
+
+    Example:
+        >>> lattice_size(0, 1, 0.3), lattice_size(1, 10, 4)
+        (4, 3)
+    """
+    return int((Decimal(str(high)) - Decimal(str(low))) // Decimal(str(step))) + 1
+
+
+def lattice_value(low: float, step: float, k: int) -> float | int:
+    """``low + k * step`` without binary noise: ints stay ints, ``0 + 3 * 0.1`` is ``0.3``.
+
+    Example:
+        >>> [lattice_value(0, 0.3, k) for k in range(4)], lattice_value(1, 4, 2)
+        ([0.0, 0.3, 0.6, 0.9], 9)
+    """
+    if isinstance(low, int) and isinstance(step, int) and not isinstance(step, bool):
+        return low + int(k) * step
+    return float(Decimal(str(low)) + int(k) * Decimal(str(step)))
 
 
 @dataclass(frozen=True)
@@ -87,7 +124,12 @@ class Float(Param):
         _check_range(self, key)
 
     def contains(self, value: Any) -> bool:
-        return isinstance(value, (int, float)) and self.low <= value <= self.high
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return False
+        if self.step is None:
+            return True
+        k = (value - self.low) / self.step
+        return abs(k - round(k)) <= 1e-9 * max(1.0, abs(k))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import HpoConfigError, Shown
-from hpo.params import Categorical, Fixed, Float, Grid, Int, Param, param_from_dict
+from hpo.params import Categorical, Fixed, Float, Grid, Int, Param, lattice_size, param_from_dict
 
 __all__ = [
     "Categorical",
@@ -75,14 +75,23 @@ class SearchSpace:
                 if parent == name:
                     raise HpoConfigError(f"{key}.{name}.when", "a parameter cannot depend on itself", parent)
                 parent_vals = raw[parent].values()
-                if parent_vals is not None:
-                    bad = [v for v in vals if v not in parent_vals]
-                    if bad:
-                        raise HpoConfigError(
-                            f"{key}.{name}.when.{parent}",
-                            f"values must be among the parent's values {parent_vals}",
-                            bad,
-                        )
+                if parent_vals is None:
+                    # A float is never exactly a listed value, and an int range's conditions are
+                    # easy to get half right: conditions name parents with listed values only.
+                    raise HpoConfigError(
+                        f"{key}.{name}.when.{parent}",
+                        "must name a parent with listed values (categorical, grid or fixed), not a "
+                        f"{raw[parent].type_name} range",
+                        Shown(f"{parent}: a {raw[parent].type_name} range"),
+                        f"Make {parent!r} `type: categorical` with the values to condition on.",
+                    )
+                bad = [v for v in vals if v not in parent_vals]
+                if bad:
+                    raise HpoConfigError(
+                        f"{key}.{name}.when.{parent}",
+                        f"values must be among the parent's values {parent_vals}",
+                        bad,
+                    )
         self.params: dict[str, Param] = self._ordered(raw, key)
 
     @staticmethod
@@ -138,6 +147,31 @@ class SearchSpace:
                 return False
         return set(config) <= set(self.params)
 
+    def inactive_names(self, config: Mapping[str, Any]) -> list[str]:
+        """The space's parameters present in ``config`` although their conditions do not hold
+        (Ray's variant generator fills them with ``None``: it cannot leave a key out).
+
+        Example:
+            >>> space = SearchSpace({"opt": Categorical(["sgd", "adam"]),
+            ...                      "momentum": Float(0.0, 0.9, when={"opt": "sgd"})})
+            >>> space.inactive_names({"opt": "adam", "momentum": None})
+            ['momentum']
+        """
+        active: dict[str, Any] = {}
+        out = []
+        for name in self.params:
+            if name not in config:
+                continue
+            if self.is_active(name, active):
+                active[name] = config[name]
+            else:
+                out.append(name)
+        return out
+
+    def numeric_names(self) -> list[str]:
+        """The unconditional float and int parameters (what PBT may mutate)."""
+        return [n for n, p in self.params.items() if isinstance(p, (Float, Int)) and not p.when]
+
     def non_grid_params(self) -> list[str]:
         """Parameters the grid strategy cannot enumerate (continuous ranges)."""
         return [n for n, p in self.params.items() if p.values() is None]
@@ -168,7 +202,17 @@ class SearchSpace:
         return out
 
     def to_ray(self) -> dict[str, Any]:
-        """A Ray Tune ``param_space`` with inclusive bounds; conditionals become ``sample_from``."""
+        """A Ray Tune ``param_space`` with inclusive bounds; conditionals become ``sample_from``.
+
+        Stepped ranges draw exactly Optuna's values, ``low + k * step``. Ray cannot leave a key
+        out, so an inactive conditional parameter is drawn as ``None``; hpo's scheduler wrapper
+        removes it from the trial's config before the trial starts (:meth:`inactive_names`).
+
+        Example:
+            >>> dom = SearchSpace({"n": Int(1, 10, step=4)}).to_ray()["n"]
+            >>> sorted({dom.sample() for _ in range(200)})
+            [1, 5, 9]
+        """
         from ray import tune
 
         out: dict[str, Any] = {}
@@ -247,14 +291,16 @@ def _ray_domain(p: Param) -> Any:
         return tune.grid_search(list(p.choices))
     if isinstance(p, Categorical):
         return tune.choice(list(p.choices))
+    if not isinstance(p, (Float, Int)):
+        raise TypeError(f"no Ray domain for {type(p).__name__}")
+    if p.step is not None and not (isinstance(p, Int) and p.step == 1):
+        # Ray's quniform/qrandint round to multiples of q from 0 (Int(1, 10, step=4) would draw
+        # 4 and 8); draw the index k of low + k * step instead, as Optuna does.
+        from hpo._ray_domains import Lattice
+
+        return Lattice(p.low, p.step, lattice_size(p.low, p.high, p.step))
     if isinstance(p, Float):
-        if p.step is not None:
-            # quniform rounds to multiples of q from 0; keep low on the lattice by shifting.
-            return tune.quniform(p.low, p.high, p.step)
         return tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
-    assert isinstance(p, Int)
-    if p.step is not None and p.step > 1:
-        return tune.qrandint(p.low, p.high, p.step)  # qrandint's upper bound is inclusive
     # randint/lograndint exclude the upper bound: add one so `high` can be drawn.
     return tune.lograndint(p.low, p.high + 1) if p.log else tune.randint(p.low, p.high + 1)
 
@@ -299,12 +345,9 @@ def _find_include(ref: str, base_dir: Path, key: str) -> Path:
 
 
 def _read_yaml(path: Path, key: str) -> Any:
-    import yaml
+    from hpo._yaml import read_yaml
 
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise HpoConfigError(key, f"must be valid YAML ({exc})", str(path)) from exc
+    return read_yaml(path, key) or {}  # UTF-8, no repeated keys, no absurd nesting
 
 
 def load_space(path: str | Path) -> SearchSpace:

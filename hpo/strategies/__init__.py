@@ -1,5 +1,7 @@
 """Pluggable search strategies: a searcher (what to try) plus a scheduler (when to stop).
 
+The runner decides by declared capabilities (:func:`capabilities`), never by a strategy's name.
+
 Example:
     >>> from hpo.strategies import list_strategies
     >>> "tpe" in [s.name for s in list_strategies()]
@@ -15,18 +17,38 @@ from typing import Any
 from hpo.errors import HpoConfigError, Shown
 from hpo.space import Grid, SearchSpace
 from hpo.strategies import _builtin  # noqa: F401  (registers the built-ins)
+from hpo.strategies._constraints import Boolean, Interval, ListOf, OneOf, Rule
 from hpo.strategies._outcomes import TrialOutcomes
-from hpo.strategies._registry import ENTRY_POINT_GROUP, StrategyInfo, get_strategy, list_strategies, register
+from hpo.strategies._registry import (
+    ENTRY_POINT_GROUP,
+    StrategyContext,
+    StrategyInfo,
+    canonical_name,
+    get_strategy,
+    list_strategies,
+    register,
+)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Boolean",
+    "Capabilities",
+    "Interval",
+    "ListOf",
+    "OneOf",
+    "Rule",
+    "StrategyContext",
     "StrategyInfo",
     "StrategySpec",
     "TrialOutcomes",
     "build_strategy",
+    "canonical_name",
+    "capabilities",
     "check_strategy",
+    "get_strategy",
     "list_strategies",
     "register",
+    "wrap_scheduler",
 ]
 
 
@@ -47,14 +69,78 @@ class StrategySpec:
         return cls(searcher=searcher.strip(), scheduler=scheduler.strip() or "fifo", seed=seed)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What the runner must know about a searcher + scheduler pair, from their declarations.
+
+    Attributes:
+        searcher, scheduler: the canonical names (aliases resolved).
+        learns_from_results: the searcher's suggestions depend on finished trials.
+        decides_in_trial: the scheduler stops, pauses or changes trials between reports
+            (packing impossible).
+        needs_checkpoints: trials continue from checkpoints (HyperBand pauses, PBT copies).
+        rewrites_configs: the scheduler changes configs mid-trial (PBT): Ray samples the space
+            (``space.to_ray()``), MLflow logs each hyperparameter's schedule.
+        checkpoint_interval: how often (steps) trials must checkpoint; None: not needed.
+        decision_steps: the steps the scheduler decides at for the budget; None: every step;
+            empty: none (FIFO).
+        keep_checkpoints: checkpoints to keep per trial by default (PBT copies need more).
+    """
+
+    searcher: str
+    scheduler: str
+    learns_from_results: bool
+    decides_in_trial: bool
+    needs_checkpoints: bool
+    rewrites_configs: bool
+    checkpoint_interval: int | None
+    decision_steps: frozenset[int] | None
+    keep_checkpoints: int
+
+
+def capabilities(spec: StrategySpec, budget: int | None = None) -> Capabilities:
+    """The declared capabilities of ``spec``'s searcher and scheduler, for a trial budget.
+
+    Example:
+        >>> caps = capabilities(StrategySpec("tpe", "asha", scheduler_options={"grace_period": 1}), budget=9)
+        >>> caps.learns_from_results, caps.decides_in_trial, sorted(caps.decision_steps)
+        (True, True, [1, 3, 9])
+        >>> capabilities(StrategySpec("random", "none")).decides_in_trial
+        False
+    """
+    searcher = get_strategy(spec.searcher, "searcher", "strategy.searcher")
+    scheduler = get_strategy(spec.scheduler, "scheduler", "strategy.scheduler")
+    return Capabilities(
+        searcher=searcher.name,
+        scheduler=scheduler.name,
+        learns_from_results=searcher.learns_from_results,
+        decides_in_trial=bool(scheduler.decides_in_trial),
+        needs_checkpoints=scheduler.needs_checkpoints,
+        rewrites_configs=scheduler.rewrites_configs,
+        checkpoint_interval=scheduler.checkpoint_interval(spec.scheduler_options),
+        decision_steps=scheduler.decision_steps(budget, spec.scheduler_options),
+        keep_checkpoints=4 if scheduler.rewrites_configs else 2,
+    )
+
+
 def check_strategy(
     spec: StrategySpec, space: SearchSpace, metrics: list[str], budget: int | None, key: str = "strategy"
 ) -> tuple[StrategyInfo, StrategyInfo]:
-    """Validate a strategy against the space and objectives, before anything is launched."""
+    """Validate a strategy against the space, objectives and budget, before anything is launched:
+    names, option names, option values (declared constraints) and rules across them."""
     searcher = get_strategy(spec.searcher, "searcher", f"{key}.searcher")
     scheduler = get_strategy(spec.scheduler, "scheduler", f"{key}.scheduler")
-    searcher.check_options(spec.searcher_options, f"{key}.searcher_options")
-    scheduler.check_options(spec.scheduler_options, f"{key}.scheduler_options")
+    if scheduler.needs_budget and not budget:
+        raise HpoConfigError(
+            f"{key}.max_t",
+            f"scheduler {scheduler.name!r} needs the maximum number of reports per trial",
+            None,
+            "Set `strategy.max_t` (the built-in task uses its `epochs`).",
+        )
+    searcher.check_options(spec.searcher_options, f"{key}.searcher_options",
+                           StrategyContext(space, budget, f"{key}.searcher_options"))
+    scheduler.check_options(spec.scheduler_options, f"{key}.scheduler_options",
+                            StrategyContext(space, budget, f"{key}.scheduler_options"))
     if scheduler.searchers and searcher.name not in scheduler.searchers:
         raise HpoConfigError(
             f"{key}.searcher",
@@ -86,14 +172,25 @@ def check_strategy(
             "early stopping needs a single metric; use `scheduler: fifo` with several objectives",
             spec.scheduler,
         )
-    if scheduler.needs_budget and not budget:
-        raise HpoConfigError(
-            f"{key}.max_t",
-            f"scheduler {scheduler.name!r} needs the maximum number of reports per trial",
-            None,
-            "Set `strategy.max_t` (the built-in task uses its `epochs`).",
-        )
     return searcher, scheduler
+
+
+_SCHEDULER_INPUTS = ("outcomes", "budget", "space")  # what hpo hands a scheduler factory that names it
+
+
+def wrap_scheduler(scheduler: Any, outcomes: TrialOutcomes, budget: int | None, space: SearchSpace | None = None
+                   ) -> Any:
+    """Wrap a Ray ``TrialScheduler`` so that its early stops are recorded in ``outcomes``
+    (what :func:`build_strategy` does to every scheduler, built-in or plug-in).
+
+    Example:
+        >>> from ray.tune.schedulers import FIFOScheduler
+        >>> wrap_scheduler(FIFOScheduler(), TrialOutcomes(), 3).budget
+        3
+    """
+    from hpo.strategies._schedulers import RecordingScheduler
+
+    return RecordingScheduler(scheduler, outcomes, budget, space)
 
 
 def build_strategy(
@@ -106,11 +203,15 @@ def build_strategy(
     storage: str | None = None,
     study_name: str | None = None,
 ) -> tuple[Any, Any]:
-    """Build the (Ray searcher, Ray scheduler) pair for a validated spec."""
+    """Build the (Ray searcher, Ray scheduler) pair for a spec, checking it first.
+
+    The scheduler comes wrapped in one recording wrapper (:func:`wrap_scheduler`): a STOP
+    before ``budget`` is recorded as a pruned trial, whatever scheduler made it.
+    """
     searcher_info, scheduler_info = check_strategy(spec, space, metrics, budget)
-    if scheduler_info.name == "pbt":
-        # Ray's PBT accepts only its own variant generator (it rewrites configs mid-trial); the
-        # runner hands it the space as Ray domains. Random sampling, seeded.
+    if scheduler_info.rewrites_configs:
+        # A scheduler that rewrites configs mid-trial (Ray's PBT) accepts only Ray's own variant
+        # generator; the runner hands it the space as Ray domains. Random sampling, seeded.
         from ray.tune.search import BasicVariantGenerator
 
         searcher: Any = BasicVariantGenerator(random_state=spec.seed)
@@ -122,6 +223,8 @@ def build_strategy(
     else:
         searcher = searcher_info.factory(space, metrics, modes, spec.seed, **spec.searcher_options)
     # Ray hands metric and mode to the scheduler from TuneConfig.
-    extra = {"space": space} if "space" in inspect.signature(scheduler_info.factory).parameters else {}
-    scheduler = scheduler_info.factory(outcomes, budget, **extra, **spec.scheduler_options)
-    return searcher, scheduler
+    given = {"outcomes": outcomes, "budget": budget, "space": space}
+    takes = inspect.signature(scheduler_info.factory).parameters
+    inputs = {name: given[name] for name in _SCHEDULER_INPUTS if name in takes}
+    scheduler = scheduler_info.factory(**inputs, **spec.scheduler_options)
+    return searcher, wrap_scheduler(scheduler, outcomes, budget, space)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal
 
 from hpo.errors import HpoConfigError
+from hpo.strategies._constraints import Rule, check_option_values
 
 ENTRY_POINT_GROUP = "hpo.strategies"
 Kind = Literal["sampler", "searcher", "scheduler"]
@@ -22,23 +24,50 @@ _RESERVED: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
+class StrategyContext:
+    """What a strategy's cross-option check sees: the search space, the trial budget and where
+    its options sit in the experiment file."""
+
+    space: Any
+    budget: int | None
+    key: str
+
+
+@dataclass(frozen=True)
 class StrategyInfo:
-    """One pluggable strategy.
+    """One pluggable strategy, and the capabilities the runner decides by (never by its name).
 
     Attributes:
         name: the name used in experiment files (``searcher: tpe``).
         kind: ``"sampler"`` (factory returns an ``optuna.samplers.BaseSampler``; hpo drives it
             through an honest ask-and-tell searcher), ``"searcher"`` (returns a Ray Tune
-            ``Searcher``) or ``"scheduler"`` (returns a Ray Tune ``TrialScheduler``).
+            ``Searcher``) or ``"scheduler"`` (returns a Ray Tune ``TrialScheduler``; hpo wraps it
+            so that its early STOP decisions are recorded as pruned trials).
         description: one line for ``hpo strategies``.
-        factory: callable; its first parameters are ``_RESERVED[kind]``, the remaining keyword
-            parameters are the options users may set.
+        factory: callable; its first parameters are ``_RESERVED[kind]`` (a scheduler's factory
+            gets only those of ``outcomes``, ``budget``, ``space`` it names), the remaining keyword
+            parameters are the options users may set. It builds the object and checks nothing:
+            option values are checked before launch through ``constraints`` and ``relations``.
         multi_objective: whether it handles several metrics.
         grid_only: whether it only enumerates finite values (grid).
         grid_values: whether it can search ``grid`` parameters (as categorical choices).
         needs_budget: scheduler needs a maximum number of steps per trial (``max_t``).
         searchers: the only searchers a scheduler works with (empty: any).
-        aliases: other accepted names.
+        aliases: other accepted names; the experiment stores the canonical ``name``.
+        learns_from_results: searcher: its next suggestions depend on finished trials' results
+            (TPE, GP, CMA-ES; False for grid, random, Sobol), so packing keeps results flowing.
+        decides_in_trial: scheduler: stops, pauses or changes trials between reports, so trials
+            cannot be packed into one Ray trial (default True for schedulers, False for FIFO).
+        needs_checkpoints: scheduler: continues trials from checkpoints (HyperBand pauses and
+            resumes, PBT copies), so the built-in task must save them.
+        rewrites_configs: scheduler: changes a trial's configuration mid-trial (PBT); it then
+            samples the space itself (Ray's variant generator) and keeps more checkpoints.
+        checkpoint_every: the option whose value is how often (in steps) checkpoints are needed.
+        milestones: ``(budget, options) -> steps`` the scheduler decides at (ASHA's rungs);
+            unset: every step for a scheduler that decides in trials, none otherwise.
+        constraints: option -> rules its value must satisfy (any one), checked before launch.
+        relations: ``(options with defaults, StrategyContext) -> None`` raising
+            :class:`HpoConfigError` for rules across options, the space or the budget.
     """
 
     name: str
@@ -51,6 +80,19 @@ class StrategyInfo:
     needs_budget: bool = False
     searchers: tuple[str, ...] = field(default=())
     aliases: tuple[str, ...] = field(default=())
+    learns_from_results: bool = True
+    decides_in_trial: bool | None = None
+    needs_checkpoints: bool = False
+    rewrites_configs: bool = False
+    checkpoint_every: str | None = None
+    milestones: Callable[[int | None, Mapping[str, Any]], frozenset[int] | None] | None = field(
+        default=None, compare=False)
+    constraints: Mapping[str, Sequence[Rule]] = field(default_factory=dict, compare=False, hash=False)
+    relations: Callable[[dict[str, Any], StrategyContext], None] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.decides_in_trial is None:
+            object.__setattr__(self, "decides_in_trial", self.kind == "scheduler")
 
     def options(self) -> dict[str, Any]:
         """User-settable options and their defaults."""
@@ -61,15 +103,53 @@ class StrategyInfo:
             if n not in _RESERVED[self.kind] and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
         }
 
-    def check_options(self, options: dict[str, Any], key: str) -> None:
+    def check_options(self, options: Mapping[str, Any], key: str, context: StrategyContext | None = None) -> None:
+        """Check option names, then values against ``constraints``, then ``relations`` (given a context).
+
+        Example:
+            >>> get_strategy("asha", "scheduler", "s").check_options({"grace_period": 0}, "strategy.scheduler_options")
+            Traceback (most recent call last):
+            ...
+            hpo.errors.HpoConfigError: strategy.scheduler_options.grace_period: must be an integer >= 1, but got 0. \
+Its default is 1.
+        """
         valid = self.options()
+        if not isinstance(options, Mapping):
+            raise HpoConfigError(key, "must be a mapping of option name to value", options)
         for opt in options:
             if opt not in valid:
+                close = difflib.get_close_matches(str(opt), list(valid), n=1)
                 raise HpoConfigError(
                     f"{key}.{opt}",
                     f"is not an option of {self.kind} {self.name!r}; valid options: {sorted(valid)}",
                     opt,
+                    f"Did you mean {close[0]!r}?" if close else None,
                 )
+        check_option_values(options, self.constraints, key, valid)
+        if context is not None and self.relations is not None:
+            self.relations({**valid, **options}, context)
+
+    def decision_steps(self, budget: int | None, options: Mapping[str, Any]) -> frozenset[int] | None:
+        """The steps this scheduler decides at for a trial budget: ``None`` means every step, an
+        empty set none (FIFO). A fractional milestone counts at the next whole step.
+
+        Example:
+            >>> sorted(get_strategy("asha", "scheduler", "s").decision_steps(9, {}))
+            [1, 3, 9]
+        """
+        if not self.decides_in_trial:
+            return frozenset()
+        if self.milestones is None:
+            return None
+        return self.milestones(budget, {**self.options(), **options})
+
+    def checkpoint_interval(self, options: Mapping[str, Any]) -> int | None:
+        """How often (in steps) trials must save checkpoints for this scheduler; None: not needed."""
+        if not self.needs_checkpoints:
+            return None
+        value = options.get(self.checkpoint_every) if self.checkpoint_every else None
+        # Unset: every step (always safe; the option's own default may be coarser).
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1 else 1
 
 
 _REGISTRY: dict[str, StrategyInfo] = {}
@@ -118,13 +198,30 @@ def list_strategies(kind: Kind | None = None) -> list[StrategyInfo]:
     return [i for i in infos if kind is None or i.kind == kind or (kind == "searcher" and i.kind == "sampler")]
 
 
-def get_strategy(name: str, role: Literal["searcher", "scheduler"], key: str) -> StrategyInfo:
-    """Look a name up for a role; searchers include Optuna samplers."""
+def get_strategy(name: str, role: Literal["searcher", "scheduler"], key: str | None = None) -> StrategyInfo:
+    """Look a name (or alias) up for a role; searchers include Optuna samplers.
+
+    Example:
+        >>> info = get_strategy("pbt", "scheduler")
+        >>> info.rewrites_configs, info.needs_checkpoints, info.decides_in_trial
+        (True, True, True)
+    """
+    key = key or f"strategy.{role}"
     _load_plugins()
     info = _REGISTRY.get(_ALIASES.get(name, name))
-    ok = info is not None and (info.kind == "scheduler") == (role == "scheduler")
-    if not ok:
+    if info is None or (info.kind == "scheduler") != (role == "scheduler"):
         valid = sorted(i.name for i in list_strategies(role))
-        raise HpoConfigError(key, f"must name a registered {role}; valid: {valid}", name)
-    assert info is not None
+        close = difflib.get_close_matches(str(name), valid, n=1)
+        raise HpoConfigError(key, f"must name a registered {role}; valid: {valid}", name,
+                             f"Did you mean {close[0]!r}?" if close else None)
     return info
+
+
+def canonical_name(name: str, role: Literal["searcher", "scheduler"], key: str) -> str:
+    """The registered name behind ``name`` (aliases resolved), for storing in the experiment.
+
+    Example:
+        >>> canonical_name("none", "scheduler", "strategy.scheduler")
+        'fifo'
+    """
+    return get_strategy(name, role, key).name

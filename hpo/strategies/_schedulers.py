@@ -1,12 +1,17 @@
-"""Ray Tune schedulers that also record which trials they stopped early (pruned).
+"""Ray Tune schedulers, and the one wrapper that records every scheduler's early stops.
 
-Each class is the Ray scheduler with one addition: a STOP before the trial's budget
-(``max_t``) is written to the shared :class:`TrialOutcomes`, which the searcher and the
-driver callbacks read. A STOP at ``max_t`` is a normal completion.
+:class:`RecordingScheduler` wraps whatever a scheduler factory returns, built-in or plug-in:
+a STOP before the trial's budget (``max_t``) is written to the shared :class:`TrialOutcomes`
+as a pruned trial, which the searcher and the driver callbacks read; a STOP at ``max_t`` is a
+normal completion. A scheduler therefore returns plain Ray decisions and nothing else.
+
+The built-in scheduler classes below only set hpo's time attribute (each trial's own step) and
+keep the names that searches saved by earlier hpo versions refer to.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ray.tune.schedulers import (
@@ -18,41 +23,120 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
-from hpo._trials import with_epoch_step
-from hpo.errors import HpoConfigError
+from hpo.wire import with_epoch_step
 from hpo.strategies._outcomes import TrialOutcomes
+
+__all__ = ["ASHA", "FIFO", "PBT", "TIME_ATTR", "HyperBand", "MedianStopping", "RecordingScheduler"]
 
 TIME_ATTR = "training_iteration"
 
 
-class _RecordsPruning:
-    """Mixin: record early STOP decisions and removals of paused trials."""
+class RecordingScheduler(TrialScheduler):
+    """Any Ray ``TrialScheduler``, with its early decisions recorded in :class:`TrialOutcomes`.
 
-    outcomes: TrialOutcomes
-    budget: int | None
+    Records a STOP before ``budget`` (the trial's step from its result) and a paused trial that
+    the scheduler removes (HyperBand ends a bracket's paused losers without a STOP decision).
+    Hands every scheduler the result with ``training_iteration`` set to the trial's own step,
+    and removes inactive conditional parameters from a new trial's config (Ray's variant
+    generator, used by PBT, cannot leave a key out, so it samples them as ``None``).
+    Every other call and attribute goes to the wrapped scheduler unchanged.
 
-    def _hpo_note(self, trial: Any, result: dict | None) -> None:
+    Example:
+        >>> from ray.tune.schedulers import FIFOScheduler
+        >>> s = RecordingScheduler(FIFOScheduler(), TrialOutcomes(), budget=3)
+        >>> s.inner.__class__.__name__, s.supports_buffered_results
+        ('FIFOScheduler', True)
+    """
+
+    def __init__(self, inner: Any, outcomes: TrialOutcomes, budget: int | None, space: Any = None) -> None:
+        # TrialScheduler.__init__ only tags the class for Ray's usage statistics: the wrapped
+        # scheduler did that already.
+        self.inner = inner
+        self.outcomes = outcomes
+        self.budget = budget
+        self.space = space
+
+    # -- attributes Ray reads ------------------------------------------------------------------
+
+    @property
+    def metric(self) -> Any:  # TuneController checks results against it
+        return self.inner.metric
+
+    @property
+    def _metric(self) -> Any:  # type: ignore[override]  # ResourceChangingScheduler reads it
+        return getattr(self.inner, "_metric", None)
+
+    @property
+    def supports_buffered_results(self) -> bool:  # HyperBand: False (tune.run reads it)
+        return bool(getattr(self.inner, "supports_buffered_results", True))
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes the wrapper lacks; never while unpickling (no `inner` yet).
+        if name.startswith("__") or "inner" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["inner"], name)
+
+    # -- TrialScheduler --------------------------------------------------------------------------
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return bool(self.inner.set_search_properties(metric, mode, **spec))
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        if self.space is not None and isinstance(getattr(trial, "config", None), dict):
+            for name in self.space.inactive_names(trial.config):
+                trial.config.pop(name, None)
+                params = getattr(trial, "evaluated_params", None)
+                if isinstance(params, dict):
+                    params.pop(name, None)
+        self.inner.on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self.inner.on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        result = with_epoch_step(result)
+        decision = self.inner.on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP:
+            self._note_stop(trial, result)
+        return str(decision)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self.inner.on_trial_complete(tune_controller, trial, with_epoch_step(result) if result else result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        # HyperBand stops paused losers of a bracket directly, without a STOP decision.
+        if getattr(trial, "status", None) == "PAUSED":
+            self._note_stop(trial, None)
+        self.inner.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        return self.inner.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        return str(self.inner.debug_string())
+
+    def save(self, checkpoint_path: str) -> None:
+        self.inner.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.inner.restore(checkpoint_path)
+
+    def _note_stop(self, trial: Any, result: dict | None) -> None:
         step = with_epoch_step(result or getattr(trial, "last_result", None) or {}).get(TIME_ATTR)
         if step is not None and (self.budget is None or step < self.budget):
             self.outcomes.record_pruned(trial.trial_id, int(step))
 
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        result = with_epoch_step(result)
-        decision = super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
-        if decision == TrialScheduler.STOP:
-            self._hpo_note(trial, result)
-        return decision
 
-    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
-        # HyperBand stops paused losers of a bracket directly, without a STOP decision.
-        if trial.status == "PAUSED":
-            self._hpo_note(trial, None)
-        super().on_trial_remove(tune_controller, trial)  # type: ignore[misc]
+class ASHA(AsyncHyperBandScheduler):
+    """Ray's asynchronous successive halving, also recording the highest rung each trial reaches.
 
+    The rung a trial was recorded at lives only in Ray's private ``_trial_info`` (trial id ->
+    bracket) and ``_Bracket._rungs`` (``[(milestone, {trial id: reward})]``, highest first);
+    both read here only, checked against Ray 2.60.
+    """
 
-class ASHA(_RecordsPruning, AsyncHyperBandScheduler):
-    def __init__(self, outcomes: TrialOutcomes, budget: int | None, **kwargs: Any) -> None:
-        self.outcomes, self.budget = outcomes, budget
+    def __init__(self, outcomes: TrialOutcomes, **kwargs: Any) -> None:
+        self.outcomes = outcomes
         super().__init__(time_attr=TIME_ATTR, **kwargs)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
@@ -64,7 +148,7 @@ class ASHA(_RecordsPruning, AsyncHyperBandScheduler):
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         # A trial at max_t is stopped first and recorded at the top rung only here.
         bracket = self._trial_info.get(trial.trial_id)
-        super().on_trial_complete(tune_controller, trial, with_epoch_step(result) if result else result)
+        super().on_trial_complete(tune_controller, trial, result)
         self._note_rung(trial, bracket)
 
     def _note_rung(self, trial: Any, bracket: Any) -> None:
@@ -72,65 +156,65 @@ class ASHA(_RecordsPruning, AsyncHyperBandScheduler):
         if bracket is None:
             return
         milestones = sorted(m for m, _ in bracket._rungs)
-        for milestone, recorded in bracket._rungs:  # Ray keeps a bracket's rungs highest first
+        for milestone, recorded in bracket._rungs:  # highest first
             if trial.trial_id in recorded:
                 self.outcomes.record_rung(trial.trial_id, milestones.index(milestone), int(milestone))
                 return
 
 
-class HyperBand(_RecordsPruning, HyperBandScheduler):
-    def __init__(self, outcomes: TrialOutcomes, budget: int | None, **kwargs: Any) -> None:
-        self.outcomes, self.budget = outcomes, budget
+class HyperBand(HyperBandScheduler):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(time_attr=TIME_ATTR, **kwargs)
 
 
-class MedianStopping(_RecordsPruning, MedianStoppingRule):
-    def __init__(self, outcomes: TrialOutcomes, budget: int | None, **kwargs: Any) -> None:
-        self.outcomes, self.budget = outcomes, budget
+class MedianStopping(MedianStoppingRule):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(time_attr=TIME_ATTR, **kwargs)
 
 
 class FIFO(FIFOScheduler):
-    def __init__(self, outcomes: TrialOutcomes, budget: int | None) -> None:
-        super().__init__()
+    pass
 
 
 class _ClipToSpace:
-    """PBT's explore step multiplies values by 0.8 or 1.2: keep them inside the space's bounds."""
+    """PBT's explore step multiplies values by 0.8 or 1.2: keep them inside the space, on its
+    ``step`` lattice (``low + k * step``) where it has one."""
 
-    def __init__(self, bounds: dict[str, tuple[float, float, bool]]) -> None:
-        self.bounds = bounds  # name -> (low, high, is_int)
+    def __init__(self, bounds: dict[str, tuple[Any, ...]]) -> None:
+        self.bounds = bounds  # name -> (low, high, is_int, step)
 
     def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
-        for name, (low, high, is_int) in self.bounds.items():
-            if name in config:
-                v = min(max(config[name], low), high)
-                config[name] = int(round(v)) if is_int else float(v)
+        for name, (low, high, is_int, *rest) in self.bounds.items():
+            if name not in config:
+                continue
+            step = rest[0] if rest else None
+            v = min(max(config[name], low), high)
+            if step:
+                k = min(round((v - low) / step), math.floor((high - low) / step + 1e-9))
+                v = low + k * step
+            config[name] = int(round(v)) if is_int else _clean_float(v)
         return config
+
+
+def _clean_float(v: float) -> float:
+    """``low + k * step`` without binary noise (0.30000000000000004 -> 0.3)."""
+    return float(f"{v:.12g}")
 
 
 class PBT(PopulationBasedTraining):
     """Ray's population-based training, mutating the space's numeric parameters within their bounds.
 
     Mutated values reach the trainable as its new config when it continues from the copied
-    trial's checkpoint; the built-in task applies them to the restored optimizer.
+    trial's checkpoint; the built-in task applies them to the restored optimizer. ``mutate``
+    was checked before launch (the strategy's relations); this only builds Ray's mutation spec.
     """
 
-    def __init__(self, outcomes: TrialOutcomes, budget: int | None, space: Any, *, mutate: list[str] | None,
-                 **kwargs: Any) -> None:
-        from hpo.params import Float, Int
+    def __init__(self, space: Any, *, mutate: list[str] | None, **kwargs: Any) -> None:
+        from hpo.params import Int
 
-        self.outcomes, self.budget = outcomes, budget
-        numeric = [n for n, p in space.params.items() if isinstance(p, (Float, Int)) and not p.when]
-        names = list(mutate) if mutate is not None else numeric
-        for n in names:
-            if n not in numeric:
-                raise HpoConfigError("strategy.scheduler_options.mutate", f"must list unconditional float/int "
-                                     f"parameters of the space; those are {numeric}", n)
-        if not names:
-            raise HpoConfigError("space", "PBT needs at least one float or int parameter to mutate",
-                                 list(space.params))
+        names = list(mutate) if mutate is not None else space.numeric_names()
         domains = space.to_ray()
-        bounds = {n: (space.params[n].low, space.params[n].high, isinstance(space.params[n], Int)) for n in names}
+        bounds = {n: (space.params[n].low, space.params[n].high, isinstance(space.params[n], Int),
+                      space.params[n].step) for n in names}
         super().__init__(time_attr=TIME_ATTR, hyperparam_mutations={n: domains[n] for n in names},
                          custom_explore_fn=_ClipToSpace(bounds), **kwargs)

@@ -206,8 +206,10 @@ def test_capped_tpe_finds_about_as_good_a_minimum_as_uncapped() -> None:
 
 @pytest.mark.parametrize("bad", [TPE_MIN_HISTORY - 1, 10, -1, 1.5, "1000", True])
 def test_max_history_must_be_an_integer_of_at_least_the_minimum(bad: Any) -> None:
-    with pytest.raises(HpoConfigError) as err:
-        _tpe(0, max_history=bad)
+    from hpo.strategies import get_strategy
+
+    with pytest.raises(HpoConfigError) as err:  # the declared constraint (the factory only builds)
+        get_strategy("tpe", "searcher").check_options({"max_history": bad}, "strategy.searcher_options")
     assert err.value.key == "strategy.searcher_options.max_history"
     assert f">= {TPE_MIN_HISTORY}" in str(err.value) and repr(bad) in str(err.value)
     data = {"name": "t", "trainable": "tests.trainables:quadratic", "metric": "loss", "mode": "min",
