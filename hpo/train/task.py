@@ -115,8 +115,45 @@ def validate_task(task: dict[str, Any], space_values: dict[str, list[Any] | None
     return load_task_data(task, space_values, metrics)
 
 
-def check_task_settings(task: dict[str, Any], space_values: dict[str, list[Any] | None], gpu: float = 0.0) -> None:
-    """The checks of :func:`validate_task` that need no data: keys, names, numbers (milliseconds)."""
+def _number_rules() -> dict[str, list[Any]]:
+    """The values each numeric or boolean setting of the built-in task accepts (any one rule)."""
+    from hpo.strategies import Boolean, Interval, OneOf
+
+    count, positive_int = [Interval(int, 0, None)], [Interval(int, 1, None)]
+    non_negative = [Interval(float, 0, None)]
+    positive = [Interval(float, 0, None, closed="neither")]
+    return {
+        "epochs": positive_int, "batch_size": positive_int, "lr": positive, "weight_decay": non_negative,
+        "l1": non_negative, "step_size": positive_int, "gamma": positive, "warmup_epochs": count,
+        "min_lr": non_negative, "patience": count, "momentum": [Interval(float, 0, 1)],
+        "hidden": positive_int, "depth": count, "dropout": [Interval(float, 0, 1, closed="left")],
+        "channels": positive_int, "grad_clip": [*positive, OneOf((None,))], "seed": [Interval(int)],
+        "checkpoint_freq": count, "cv_folds": count, "augment_shift": non_negative, "augment_rotate": non_negative,
+        "val_fraction": [Interval(float, 0, 0.5, closed="neither")],
+        "test_fraction": [Interval(float, 0, 0.5, closed="neither")],
+        "nesterov": [Boolean()], "batch_norm": [Boolean()], "test_best": [Boolean()],
+    }
+
+
+def _check_number(key: str, rules: list[Any], value: Any) -> None:
+    if not any(r.accepts(value) for r in rules):
+        fix = "Write it without quotes." if isinstance(value, str) else None
+        raise HpoConfigError(key, f"must be {' or '.join(r.describe() for r in rules)}", value, fix)
+
+
+def check_task_settings(task: dict[str, Any], space_values: dict[str, list[Any] | None], gpu: float = 0.0,
+                        space_bounds: dict[str, tuple[float, float]] | None = None) -> None:
+    """The checks of :func:`validate_task` that need no data: keys, names, numbers (milliseconds).
+
+    Numbers are checked wherever a trial can get them: the task's fixed settings, every value
+    of a listed (fixed, categorical, grid) space parameter, and both bounds of a range.
+
+    Example:
+        >>> check_task_settings({"batch_size": 0}, {})
+        Traceback (most recent call last):
+        ...
+        hpo.errors.HpoConfigError: task.batch_size: must be an integer >= 1, but got 0
+    """
     known = TaskConfig.keys()
     # Keys the built-in task does not know are for the user's model or training step, if there is one.
     user_code = any(":" in str(v) for f in _IMPORTABLE for v in [task.get(f), *(space_values.get(f) or [])])
@@ -133,14 +170,16 @@ def check_task_settings(task: dict[str, Any], space_values: dict[str, list[Any] 
             _check_name(f"task.{field}", field, task[field])
         for v in space_values.get(field) or []:
             _check_name(f"space.{field}", field, v)
-    _int_setting(task, "epochs", 1, TaskConfig.epochs)
+    for field, rules in _number_rules().items():
+        if field in task:
+            _check_number(f"task.{field}", rules, task[field])
+        for v in space_values.get(field) or []:
+            _check_number(f"space.{field}", rules, v)
+        for bound, v in zip(("low", "high"), (space_bounds or {}).get(field, ())):
+            _check_number(f"space.{field}.{bound}", rules, v)
     folds = _int_setting(task, "cv_folds", 0, 0)
     if folds == 1:
         raise HpoConfigError("task.cv_folds", "must be 0 (a single validation split) or at least 2", 1)
-    for key in ("val_fraction", "test_fraction"):
-        v = task.get(key, 0.2)
-        if not isinstance(v, (int, float)) or not 0 < v < 0.5:
-            raise HpoConfigError(f"task.{key}", "must be a fraction between 0 and 0.5", v)
     precisions = {task.get("precision", "fp32"), *(space_values.get("precision") or [])}
     if gpu <= 0 and "fp16" in precisions:
         raise HpoConfigError("task.precision", "fp16 needs a GPU (resources.gpu > 0)", "fp16",
