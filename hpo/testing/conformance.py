@@ -1,19 +1,25 @@
 """The conformance suite every strategy passes; third-party strategies subclass it too.
 
 Subclass :class:`SearcherConformance` (set ``searcher``) or :class:`SchedulerConformance`
-(set ``scheduler``) in a pytest module. Searcher checks drive the searcher directly (fast,
-no Ray); the run checks need a ``ray_address`` fixture and run a real search.
+(set ``scheduler``) in a pytest module. Searcher checks drive the searcher directly, scheduler
+checks drive the scheduler through :func:`simulate` (fake trials on a fake controller): both
+fast, no Ray cluster, nothing to set up. Only the checks marked ``slow`` need a ``ray_address``
+fixture and run a real search.
 
 Example::
 
     class TestMySearcher(SearcherConformance):
         searcher = "my-searcher"
+
+    class TestMyScheduler(SchedulerConformance):
+        scheduler = "my-scheduler"
 """
 
 from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,9 @@ from typing import Any
 import pytest
 
 from hpo.space import Categorical, Float, Grid, Int, SearchSpace
-from hpo.strategies import StrategySpec, TrialOutcomes, build_strategy
+from hpo.strategies import StrategySpec, TrialOutcomes, build_strategy, get_strategy
+
+DECISIONS = ("CONTINUE", "PAUSE", "STOP", "NOOP")  # ray.tune.schedulers.TrialScheduler's
 
 MIXED_SPACE = SearchSpace({
     "optimizer": Categorical(["sgd", "adam"]),
@@ -126,8 +134,141 @@ class SearcherConformance(_Base):
         assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), "trials overlapped"
 
 
+class FakeTrial:
+    """What Ray's schedulers read from a ``ray.tune.experiment.Trial``, without a cluster."""
+
+    def __init__(self, trial_id: str, config: dict[str, Any]) -> None:
+        self.trial_id, self.config, self.evaluated_params = trial_id, config, dict(config)
+        self.status = "PENDING"
+        self.last_result: dict[str, Any] = {}
+        self.is_saving = False
+        self.step = 0
+
+    def is_finished(self) -> bool:
+        return self.status in ("TERMINATED", "ERROR")
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+
+    def __repr__(self) -> str:
+        return f"FakeTrial({self.trial_id}, {self.status}, step {self.step})"
+
+
+class FakeController:
+    """The calls Ray's schedulers make on the ``TuneController`` (Ray 2.60)."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler, self.trials, self.search_alg = scheduler, [], None
+
+    def get_trials(self) -> list[FakeTrial]:
+        return list(self.trials)
+
+    def get_live_trials(self) -> list[FakeTrial]:
+        return [t for t in self.trials if not t.is_finished()]
+
+    def stop_trial(self, trial: FakeTrial) -> None:
+        if trial.status in ("PAUSED", "PENDING"):
+            self.scheduler.on_trial_remove(self, trial)
+        elif trial.status == "RUNNING":
+            self.scheduler.on_trial_complete(self, trial, trial.last_result)
+        trial.status = "TERMINATED"
+
+    def pause_trial(self, trial: FakeTrial, should_checkpoint: bool = True) -> None:
+        trial.status = "PAUSED"
+
+
+def simulate(scheduler: Any, n_trials: int, budget: int, loss: Any = None) -> tuple[list[FakeTrial], list[tuple]]:
+    """Run ``n_trials`` fake trials of ``budget`` steps through ``scheduler``, one at a time, the
+    way Ray's controller calls it; trial ``i`` reports ``loss(i, step)`` (default: trials with
+    higher ``i`` are worse). Returns the trials and every ``(trial id, step, decision)``."""
+    loss = loss or (lambda i, step: (1 + i) / step)
+    ctrl = FakeController(scheduler)
+    scheduler.set_search_properties("loss", "min")
+    for i in range(n_trials):
+        trial = FakeTrial(f"t{i}", {"i": i})
+        ctrl.trials.append(trial)
+        scheduler.on_trial_add(ctrl, trial)
+    decisions: list[tuple] = []
+    for _ in range(4 * n_trials * budget):
+        trial = scheduler.choose_trial_to_run(ctrl)
+        if trial is None:
+            break
+        trial.status = "RUNNING"
+        while trial.status == "RUNNING":
+            trial.step += 1
+            result = {"loss": loss(trial.config["i"], trial.step), "training_iteration": trial.step}
+            trial.last_result = result
+            decision = scheduler.on_trial_result(ctrl, trial, result)
+            decisions.append((trial.trial_id, trial.step, decision))
+            if trial.status != "RUNNING":
+                break
+            if decision == "STOP" or trial.step >= budget:
+                scheduler.on_trial_complete(ctrl, trial, result)
+                trial.status = "TERMINATED"
+            elif decision == "PAUSE":
+                trial.status = "PAUSED"
+    return ctrl.trials, decisions
+
+
 class SchedulerConformance(_Base):
-    """Checks on a scheduler inside a real search: counts, concurrency, failures, outcomes."""
+    """Checks on a scheduler: fast ones through :func:`simulate` (wrapping, pickling, decisions,
+    recorded early stops), and a real search (counts, concurrency, failures, outcomes)."""
+
+    budget: int = 9
+    n_trials: int = 9
+    options: dict[str, Any] = {}
+
+    def build(self, outcomes: TrialOutcomes | None = None) -> Any:
+        spec = StrategySpec(self.searcher, self.scheduler, scheduler_options=dict(self.options))
+        _, scheduler = build_strategy(spec, self._space(), ["loss"], ["min"], self.budget, outcomes or TrialOutcomes())
+        return scheduler
+
+    def _simulated(self) -> bool:
+        info = get_strategy(self.scheduler, "scheduler")
+        if info.rewrites_configs:
+            pytest.skip("a scheduler that rewrites configs needs Ray's checkpoints: see the slow check")
+        return True
+
+    def test_build_wraps_it_in_the_recording_scheduler(self) -> None:
+        from hpo.strategies._schedulers import RecordingScheduler
+
+        scheduler = self.build()
+        assert isinstance(scheduler, RecordingScheduler) and not isinstance(scheduler.inner, RecordingScheduler)
+
+    def test_it_pickles_with_its_outcomes(self) -> None:
+        from ray import cloudpickle  # what Ray saves a Tuner's scheduler with (tuner.pkl)
+
+        outcomes = TrialOutcomes()
+        outcomes.record_pruned("earlier", 1)
+        scheduler = self.build(outcomes)
+        # The wrapper itself is a module-level class: plain pickle takes it by reference.
+        assert pickle.loads(pickle.dumps(type(scheduler))) is type(scheduler)
+        again = cloudpickle.loads(cloudpickle.dumps(scheduler))
+        assert again.outcomes.pruned_at("earlier") == 1 and again.budget == self.budget
+        again.set_search_properties("loss", "min")  # a working scheduler, not a shell
+        assert isinstance(again.debug_string(), str)
+
+    def test_simulated_search_ends_every_trial_and_records_early_stops(self) -> None:
+        self._simulated()
+        outcomes = TrialOutcomes()
+        trials, decisions = simulate(self.build(outcomes), self.n_trials, self.budget)
+        assert all(d in DECISIONS for _, _, d in decisions), decisions
+        assert all(t.status == "TERMINATED" for t in trials), trials
+        for t in trials:
+            assert t.step <= self.budget
+            # a trial ended before its budget is pruned, at the step it reached; one that ran it all is not
+            assert outcomes.pruned_at(t.trial_id) == (t.step if t.step < self.budget else None), (t, decisions)
+
+    def test_decisions_match_declared_capabilities(self) -> None:
+        self._simulated()
+        info = get_strategy(self.scheduler, "scheduler")
+        trials, decisions = simulate(self.build(), self.n_trials, self.budget)
+        early = [(tid, step, d) for tid, step, d in decisions if d in ("STOP", "PAUSE") and step < self.budget]
+        if not info.decides_in_trial:
+            assert not early, early
+        steps = info.decision_steps(self.budget, self.options)
+        if steps is not None:
+            assert {step for _, step, _ in early} <= steps, (early, steps)
 
     @pytest.mark.slow
     def test_num_samples_max_concurrency_and_a_failed_trial(self, tmp_path: Path, ray_address: str) -> None:

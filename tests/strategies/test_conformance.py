@@ -47,3 +47,8 @@ class TestHyperBand(SchedulerConformance):
 
 class TestMedian(SchedulerConformance):
     scheduler = "median"
+
+
+class TestPBT(SchedulerConformance):
+    searcher = "random"
+    scheduler = "pbt"
