@@ -62,6 +62,8 @@ def test_conditional_parameter_only_present_when_parent_matches():
 
 
 def test_ray_conditional_samples_none_when_inactive():
+    # Ray cannot leave a key out; the scheduler wrapper removes it before the trial starts
+    # (tests/strategies/test_capabilities.py::test_inactive_conditional_parameters_never_reach_a_trial_as_none).
     from ray.tune.search.variant_generator import generate_variants
 
     space = SearchSpace({"opt": Categorical(["sgd", "adam"]), "momentum": Float(0.1, 0.9, when={"opt": "sgd"})})
@@ -136,3 +138,38 @@ def test_condition_on_value_the_parent_cannot_take_is_rejected():
 def test_conditional_cycle_is_rejected():
     with pytest.raises(HpoConfigError, match="cycle"):
         SearchSpace({"a": Categorical([1, 2], when={"b": 1}), "b": Categorical([1, 2], when={"a": 1})})
+
+
+def test_ray_stepped_values_are_exactly_optunas() -> None:
+    space = SearchSpace({"n": Int(1, 10, step=4), "f": Float(0, 1, step=0.3), "g": Float(0.05, 0.5, step=0.15)})
+    ray_space = space.to_ray()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    optuna_draws: dict[str, set] = {"n": set(), "f": set(), "g": set()}
+    for _ in range(300):
+        for name, value in space.suggest(study.ask()).items():
+            optuna_draws[name].add(round(value, 9))
+    for name, expected in (("n", {1, 5, 9}), ("f", {0.0, 0.3, 0.6, 0.9}), ("g", {0.05, 0.2, 0.35, 0.5})):
+        drawn = set(_ray_samples(ray_space[name], 500))
+        assert drawn == expected and {round(v, 9) for v in drawn} == optuna_draws[name], (name, drawn)
+        assert all(space.params[name].contains(v) for v in drawn)
+
+
+def test_ray_stepped_sampling_is_seeded_by_the_variant_generator() -> None:
+    import numpy as np
+    from ray.tune.search.variant_generator import generate_variants
+
+    space = SearchSpace({"n": Int(1, 100, step=3), "f": Float(0, 1, step=0.01)})
+
+    def draws(seed: int) -> list:
+        rng = np.random.default_rng(seed)  # what BasicVariantGenerator(random_state=seed) hands down
+        return [next(generate_variants(space.to_ray(), random_state=rng))[1] for _ in range(5)]
+
+    assert draws(3) == draws(3) and draws(3) != draws(4)
+
+
+def test_pbt_perturbations_stay_on_the_step_lattice() -> None:
+    from hpo.strategies._schedulers import _ClipToSpace
+
+    clip = _ClipToSpace({"n": (1, 10, True, 4), "f": (0.0, 1.0, False, 0.3), "x": (0.0, 1.0, False, None)})
+    assert clip({"n": 6.2, "f": 0.4, "x": 1.2}) == {"n": 5, "f": 0.3, "x": 1.0}
+    assert clip({"n": 12, "f": 0.95}) == {"n": 9, "f": 0.9}  # the top lattice point, not high itself
