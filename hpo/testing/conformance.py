@@ -158,7 +158,8 @@ class FakeController:
     """The calls Ray's schedulers make on the ``TuneController`` (Ray 2.60)."""
 
     def __init__(self, scheduler: Any) -> None:
-        self.scheduler, self.trials, self.search_alg = scheduler, [], None
+        self.scheduler, self.search_alg = scheduler, None
+        self.trials: list[FakeTrial] = []
 
     def get_trials(self) -> list[FakeTrial]:
         return list(self.trials)
