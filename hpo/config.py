@@ -210,7 +210,7 @@ class Experiment(_Strict):
             return "only the built-in task runs packed trials (a custom trainable reports for one trial)"
         if capabilities(self.strategy.spec(), self.budget).decides_in_trial:
             return (f"scheduler {self.strategy.scheduler!r} decides inside trials (stops, pauses or changes them "
-                    "between reports); packing needs a scheduler that does not, such as `fifo`")
+                    "between reports); packing needs `scheduler: fifo` (or another that does not)")
         if self.task.get("checkpoint_freq") or self._checkpoints_in_space():
             # inside a pack, a checkpoint would be the previous configuration's
             return "checkpoints are kept per Ray trial; packing needs `checkpoint_freq` unset (task and space)"
