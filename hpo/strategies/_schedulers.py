@@ -23,8 +23,8 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
-from hpo.wire import with_epoch_step
 from hpo.strategies._outcomes import TrialOutcomes
+from hpo.wire import with_epoch_step
 
 __all__ = ["ASHA", "FIFO", "PBT", "TIME_ATTR", "HyperBand", "MedianStopping", "RecordingScheduler"]
 
