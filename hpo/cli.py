@@ -71,13 +71,13 @@ def _parser() -> argparse.ArgumentParser:
 def _lr_find(args: argparse.Namespace) -> None:
     from hpo.config import load_experiment
     from hpo.errors import HpoConfigError as Err
-    from hpo.runner import _check_before_launch
+    from hpo.train.builtin import check_before_launch
     from hpo.train.lr_find import center_config, lr_find
 
     exp = load_experiment(args.experiment, args.overrides)
     if not exp.is_builtin:
         raise Err("trainable", "lr-find runs the built-in task (hpo.train:train)", exp.trainable)
-    data = _check_before_launch(exp)
+    data = check_before_launch(exp)
     config = {**exp.task, **center_config(exp.space)}
     result = lr_find(config, data, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps)
     if args.plot:
@@ -131,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             _strategies()
         elif args.command == "validate":
             from hpo.config import load_experiment
-            from hpo.runner import _check_before_launch
+            from hpo.train.builtin import check_before_launch
 
             exp = load_experiment(args.experiment, args.overrides)
-            _check_before_launch(exp)
+            check_before_launch(exp)  # the one validation pass, then the built-in task's data against it
             print(f"ok: {exp.name}: {len(exp.space)} parameters, {exp.strategy.searcher}+{exp.strategy.scheduler}, "
                   f"{exp.resolved_num_samples()} trials")
         elif args.command == "run":
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             results = sync_mlflow(args.name_or_path, storage_path=args.storage_path, tracking_uri=args.tracking_uri)
             _print_summary(results, args.json)
         elif args.command == "export":
-            from hpo.train.best import export_best
+            from hpo.export import export_best
 
             for path in export_best(args.name_or_path, args.out, storage_path=args.storage_path):
                 print(f"wrote {path}")

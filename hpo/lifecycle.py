@@ -49,23 +49,29 @@ class Collector(Callback, Stopper):
 
     Args:
         metrics: the metrics every result must carry.
-        searcher: the hpo searcher (told about cut trials; kept with the callbacks on resume).
+        searcher: the hpo searcher (its study, if any, is the search's; kept with the callbacks on resume).
+        search_alg: what Ray drives: the searcher, or the concurrency limiter around it (told
+            about cut trials, so a resumed search's limiter does not count them as running).
         outcomes: the shared record of pruned and cut trials.
         epoch_budget: stop once the trials together ran this many epochs.
         time_budget_s: stop after this many seconds of search (summed over resumes).
+        trial_budget: a trial's own full budget (epochs), when known: a trial stopped at it completed.
         downstream: the callbacks after this one (told about cut trials like Ray would).
         unpacker: packing's :class:`~hpo.packing.Unpacker`, if trials are packed.
         run_dir: where ``outcomes.json`` is written.
     """
 
-    def __init__(self, metrics: list[str], searcher: Any, outcomes: TrialOutcomes, *,
+    def __init__(self, metrics: list[str], searcher: Any, outcomes: TrialOutcomes, *, search_alg: Any = None,
                  epoch_budget: int | None = None, time_budget_s: float | None = None,
-                 downstream: list[Any] | None = None, unpacker: Any = None, run_dir: str | None = None) -> None:
+                 trial_budget: int | None = None, downstream: list[Any] | None = None, unpacker: Any = None,
+                 run_dir: str | None = None) -> None:
         self.metrics = list(metrics)
         self.searcher = searcher
+        self.search_alg = search_alg if search_alg is not None else searcher
         self.outcomes = outcomes
         self.epoch_budget = epoch_budget
         self.time_budget_s = time_budget_s
+        self.trial_budget = trial_budget
         self.downstream = list(downstream or [])
         self.unpacker = unpacker
         self.run_dir = run_dir
@@ -83,7 +89,8 @@ class Collector(Callback, Stopper):
         self._started = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("metrics", "searcher", "outcomes", "epoch_budget", "time_budget_s", "downstream", "unpacker",
+        keep = ("metrics", "searcher", "search_alg", "outcomes", "epoch_budget", "time_budget_s", "trial_budget",
+                "downstream", "unpacker",
                 "run_dir", "epochs", "elapsed_s")
         return {k: self.__dict__[k] for k in keep}
 
@@ -123,7 +130,8 @@ class Collector(Callback, Stopper):
 
     # -- Ray's callback hooks ---------------------------------------------------------------------
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
         self._started = time.monotonic()
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
@@ -187,10 +195,12 @@ class Collector(Callback, Stopper):
             ids = self.unpacker.unended(trial) if self.unpacker is not None and is_packed(trial.config) \
                 else [trial.trial_id]
             for tid in ids:
-                self.outcomes.record_cut(tid, self._last_step(trial, tid), reason)
+                step = self._last_step(trial, tid)
+                if self.trial_budget is None or step < self.trial_budget:  # at its full budget it completed
+                    self.outcomes.record_cut(tid, step, reason)
             never_started = trial.status == "PENDING" and not is_packed(trial.config)
             try:
-                self.searcher.on_trial_complete(trial.trial_id, result=None, error=False)
+                self.search_alg.on_trial_complete(trial.trial_id, result=None, error=False)
             except Exception:  # noqa: BLE001 - a searcher's bookkeeping must not lose the other trials' records
                 pass
             for cb in self.downstream:

@@ -38,7 +38,7 @@ def build_report(name: str, tracking_uri: str | None = None, out_dir: str | Path
     and attach both to that search's parent run under ``report/``."""
     from mlflow.tracking import MlflowClient
 
-    from hpo.tracking.search_record import default_tracking_uri
+    from hpo.validate import default_tracking_uri
 
     client = MlflowClient(tracking_uri or default_tracking_uri())
     exp = client.get_experiment_by_name(name)

@@ -8,11 +8,10 @@ MLflow parent run id), so ``hpo resume`` can rebuild everything and continue in 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -22,8 +21,19 @@ from hpo._imports import import_callable
 from hpo.config import Experiment
 from hpo.errors import HpoConfigError, SearchInterrupted
 from hpo.results import Results
-from hpo.rundir import STATE_FILE, TRIALS_FILE, find_run_dir, new_run_dir, read_state, write_json
-from hpo.tracking.search_record import search_tracker, tracking_uri_of
+from hpo.rundir import (
+    OUTCOMES_FILE,
+    STATE_FILE,
+    TRIALS_FILE,
+    find_run_dir,
+    new_run_dir,
+    read_json,
+    read_state,
+    write_json,
+)
+from hpo.tracking.search_record import search_tracker
+from hpo.train.builtin import builtin_task, load_data_meanwhile, report_plan
+from hpo.validate import tracking_uri_of, validate
 
 __all__ = ["resume", "run"]
 
@@ -31,75 +41,6 @@ log = logging.getLogger("hpo")
 
 
 # -- trainables ------------------------------------------------------------------------------
-
-
-def _check_before_launch(exp: Experiment) -> Any:
-    """Everything that can be checked without Ray: nothing is launched or written on failure.
-
-    For the built-in task this loads the data set (once, on the driver) and returns it.
-    """
-    _check_settings(exp)
-    return _load_data(exp)
-
-
-def _check_settings(exp: Experiment) -> None:
-    """The checks that need no data (milliseconds): names, keys, import paths."""
-    if exp.is_builtin:
-        from hpo.train.task import check_task_settings
-
-        check_task_settings(exp.task, _space_values(exp), exp.resources.gpu)
-    elif isinstance(exp.trainable, str):
-        import_callable(exp.trainable)
-
-
-def _load_data(exp: Experiment) -> Any:
-    """The built-in task's data set, loaded and checked against the task (losses, models, metrics)."""
-    if not exp.is_builtin:
-        return None
-    from hpo.train.task import load_task_data
-
-    return load_task_data(exp.task, _space_values(exp), exp.metrics)
-
-
-def _space_values(exp: Experiment) -> dict[str, list[Any] | None]:
-    return {n: p.values() for n, p in exp.space.params.items()}
-
-
-def _load_data_meanwhile(exp: Experiment) -> Future:
-    """Load the data in a thread while Ray starts (about a second of imports and parsing off
-    the start-up path). A data error still comes before any trial, run directory or MLflow
-    run exists; Ray, started meanwhile, is shut down again."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="hpo-data")
-    try:
-        return pool.submit(_load_data, exp)
-    finally:
-        pool.shutdown(wait=False)
-
-
-def builtin_task(exp: Experiment) -> dict[str, Any]:
-    """The built-in task's fixed settings, with what the chosen scheduler needs."""
-    task = dict(exp.task)
-    if exp.strategy.scheduler in ("hyperband", "pbt") and not task.get("checkpoint_freq"):
-        # HyperBand pauses trials and PBT copies them: both resume from checkpoints.
-        task["checkpoint_freq"] = int(exp.strategy.scheduler_options.get("perturbation_interval", 1))
-    return task
-
-
-def report_plan(exp: Experiment) -> Any:
-    """The epochs the scheduler decides at, so the built-in task reports just those (and the
-    others along with them): FIFO none, ASHA its rungs, every other scheduler every epoch."""
-    from hpo.session import ReportPlan
-    from hpo.strategies import TrialOutcomes, get_strategy
-
-    info = get_strategy(exp.strategy.scheduler, "scheduler", "strategy.scheduler")
-    interval = exp.tracking.flush_interval_s / 2  # live enough for the MLflow writer's window
-    if info.name == "fifo":
-        return ReportPlan(frozenset(), interval)
-    if info.name == "asha":
-        asha = info.factory(TrialOutcomes(), exp.budget, **exp.strategy.scheduler_options)
-        # a rung at a fractional epoch (reduction factor 2.5) is decided at the next whole one
-        return ReportPlan(frozenset(math.ceil(m) for b in asha._brackets for m, _ in b._rungs), interval)
-    return ReportPlan(None)
 
 
 def _trainable(exp: Experiment, fn: Callable[..., Any] | None, data: Any) -> Any:
@@ -202,10 +143,10 @@ def run(
         if trainable is not None:
             fields["trainable"] = trainable
         exp = Experiment.from_dict(fields)
-    _check_settings(exp)
+    validate(exp, tracking_uri)
     if exp.tracking.enabled:
         tracking_uri = tracking_uri_of(exp, tracking_uri)
-    data = _load_data_meanwhile(exp)
+    data = load_data_meanwhile(exp)
     run_dir = new_run_dir(exp.storage_path, exp.name)
     return _execute(exp, run_dir, address or exp.address, tracking_uri, restore=False,
                     fn=trainable if callable(trainable) else None, data=data)
@@ -227,8 +168,8 @@ def resume(name_or_path: str, *, trainable: Callable[..., Any] | None = None, st
     if trainable is not None:
         record["trainable"] = trainable
     exp = Experiment.from_dict(record)
-    _check_settings(exp)
-    data = _load_data_meanwhile(exp)
+    validate(exp)
+    data = load_data_meanwhile(exp)
     return _execute(exp, run_dir, address or exp.address, tracking_uri or recorded_uri, restore=True, fn=trainable,
                     data=data)
 
@@ -240,13 +181,18 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
     from hpo.lifecycle import EXIT_CODES, Collector, catch_signals
     from hpo.packing import PackingSearcher, Unpacker
     from hpo.progress import Progress
-    from hpo.strategies import TrialOutcomes, build_strategy
+    from hpo.strategies import TrialOutcomes, build_strategy, capabilities
 
     num_samples = exp.resolved_num_samples()
+    caps = capabilities(exp.strategy.spec(), exp.budget)
     with _ray(address), _tune_env():
         dataset = data.result()  # its error, if any, ends the search here: Ray is shut down, nothing written
         trainable = _trainable(exp, fn, dataset)
         if restore and (run_dir / "tuner.pkl").exists():
+            if (read_json(run_dir / OUTCOMES_FILE, {}) or {}).get("stop_reason") in EXIT_CODES:
+                from hpo._compat.ray import reopen_search
+
+                reopen_search(run_dir)  # interrupted: go on with the trials it had not started
             tuner = tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=False)
             # Every hpo callback was pickled with the searcher and scheduler in one tuner.pkl, so
             # they still share one TrialOutcomes record; the collector holds them all.
@@ -269,27 +215,29 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             tune_samples, unpacker = num_samples, None
             if exp.pack != 1 and not exp.unpackable:
                 # Short trials share Ray trials; every hpo callback sees each one as its own trial.
-                searcher = PackingSearcher(searcher, num_samples, exp.pack, adaptive=exp.strategy.searcher not in
-                                           ("grid", "random", "sobol", "qmc"))
+                searcher = PackingSearcher(searcher, num_samples, exp.pack, adaptive=caps.learns_from_results)
                 unpacker = Unpacker(downstream)
                 downstream, tune_samples = [unpacker], -1  # the packing searcher counts trials
-            collector = Collector(exp.metrics, searcher, outcomes, epoch_budget=exp.epoch_budget,
-                                  time_budget_s=exp.time_budget_s, downstream=downstream, unpacker=unpacker,
-                                  run_dir=str(run_dir))
-            single = len(exp.metrics) == 1
-            from ray.tune.search import BasicVariantGenerator
+            from ray.tune.search import ConcurrencyLimiter
 
-            variants = isinstance(searcher, BasicVariantGenerator)  # PBT: Ray samples the space itself
+            variants = caps.rewrites_configs  # PBT: Ray's variant generator samples the space itself
+            # The limiter is hpo's to build, so the collector can tell it about trials it cuts.
+            search_alg = ConcurrencyLimiter(searcher, exp.max_concurrent) if exp.max_concurrent and not variants \
+                else searcher
+            collector = Collector(exp.metrics, searcher, outcomes, search_alg=search_alg, epoch_budget=exp.epoch_budget,
+                                  time_budget_s=exp.time_budget_s, trial_budget=exp.budget, downstream=downstream,
+                                  unpacker=unpacker, run_dir=str(run_dir))
+            single = len(exp.metrics) == 1
             tuner = tune.Tuner(
                 trainable,
                 param_space=exp.space.to_ray() if variants else None,
                 tune_config=tune.TuneConfig(
-                    search_alg=searcher,
+                    search_alg=search_alg,
                     scheduler=scheduler,
                     metric=exp.metrics[0] if single else None,
                     mode=exp.modes[0] if single else None,
                     num_samples=tune_samples,
-                    max_concurrent_trials=exp.max_concurrent,
+                    max_concurrent_trials=exp.max_concurrent if variants else None,
                     reuse_actors=True,
                     # time_budget_s is the collector's: it ends trials as cut and counts across resumes
                 ),
@@ -301,7 +249,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
                     verbose=0,
                     failure_config=tune.FailureConfig(max_failures=exp.max_failures),
                     checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=exp.keep_checkpoints or (4 if exp.strategy.scheduler == "pbt" else 2),
+                        num_to_keep=exp.keep_checkpoints or caps.keep_checkpoints,
                         # top-k by the metric; Ray always keeps the latest too, so retries resume from it
                         checkpoint_score_attribute=exp.metrics[0] if single else None,
                         checkpoint_score_order=exp.modes[0] if single else "max",
@@ -310,34 +258,42 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             )
         if tracker is not None:
             tracker.start()  # the writer opens the parent run in the background
-        failed = True
-        try:
-            with catch_signals(collector):
-                tuner.fit()
-            failed = collector.error is not None
-        finally:
-            interrupted = collector.interrupted
-            results = Results.from_trials(collector.trials, exp.name, exp.metrics, exp.modes, outcomes,
-                                          str(run_dir), study=getattr(collector.searcher, "study", None))
-            results.interrupted, results.stop_reason = interrupted, collector.stop_reason
-            if tracker is not None:
-                tracker.begin_finish(results)  # leaderboard and plots while the best trial is recovered
-            if (not failed and not interrupted and exp.is_builtin and exp.task.get("test_best", True)
-                    and results.best_trial):
-                from hpo.train.best import recover_best
-
-                results.best_model_info = recover_best(results, builtin_task(exp), dataset,
-                                                       {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}, run_dir)
-            write_json(run_dir / TRIALS_FILE, {"trials": [asdict(t) for t in results.trials],
-                                               "stop_reason": collector.stop_reason})
-            if tracker is not None:
-                tracker.finish(results, failed=failed, killed=interrupted is not None)
-                results.mlflow_experiment_id, results.parent_run_id = tracker.experiment_id, tracker.parent_run_id
+        with catch_signals(collector):  # the end-of-search writes too: a signal there still records all
+            results = _fit_and_record(exp, tuner, collector, outcomes, tracker, dataset, run_dir)
     if collector.error is not None:
         raise collector.error
-    if interrupted:
-        raise SearchInterrupted(interrupted, EXIT_CODES.get(interrupted, 1), results,
+    if results.interrupted:
+        raise SearchInterrupted(results.interrupted, EXIT_CODES.get(results.interrupted, 1), results,
                                 f"hpo resume {run_dir}")
+    return results
+
+
+def _fit_and_record(exp: Experiment, tuner: Any, collector: Any, outcomes: Any, tracker: Any, dataset: Any,
+                    run_dir: Path) -> Results:
+    """Run the search, then write its records: Results, trials.json, MLflow (and the best model,
+    unless the search failed or was interrupted)."""
+    failed = True
+    try:
+        tuner.fit()
+        failed = collector.error is not None
+    finally:
+        results = Results.from_trials(collector.trials, exp.name, exp.metrics, exp.modes, outcomes,
+                                      str(run_dir), study=getattr(collector.searcher, "study", None))
+        results.stop_reason = collector.stop_reason
+        if tracker is not None:
+            tracker.begin_finish(results)  # leaderboard and plots while the best trial is recovered
+        if (not failed and not collector.interrupted and exp.is_builtin and exp.task.get("test_best", True)
+                and results.best_trial):
+            from hpo.train.best import recover_best
+
+            results.best_model_info = recover_best(results, builtin_task(exp), dataset,
+                                                   {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}, run_dir)
+        write_json(run_dir / TRIALS_FILE, {"trials": [asdict(t) for t in results.trials],
+                                           "stop_reason": collector.stop_reason})
+        results.interrupted = collector.interrupted  # also a signal during these writes
+        if tracker is not None:
+            tracker.finish(results, failed=failed, killed=results.interrupted is not None)
+            results.mlflow_experiment_id, results.parent_run_id = tracker.experiment_id, tracker.parent_run_id
     return results
 
 

@@ -9,7 +9,7 @@ import yaml
 
 import hpo
 from hpo import Experiment, HpoConfigError, load_experiment
-from hpo.runner import _check_before_launch
+from hpo.train.builtin import check_before_launch as _check_before_launch
 
 ROOT = Path(__file__).resolve().parent.parent
 

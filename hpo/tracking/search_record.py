@@ -9,48 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from hpo.config import Experiment
-from hpo.errors import HpoConfigError
 from hpo.rundir import STATE_FILE
+from hpo.strategies import capabilities
+from hpo.validate import tracking_uri_of
 
-__all__ = ["search_tracker", "space_hash", "tracking_uri_of"]
-
-_URI_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
-
-
-def default_tracking_uri() -> str:
-    """``sqlite:///<cwd>/mlflow.db``: MLflow 3 refuses its plain file store unless forced."""
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def tracking_uri_of(exp: Experiment, override: str | None) -> str:
-    """The MLflow store a search writes to: ``--tracking-uri``, the experiment file, the
-    environment, else ``sqlite:///<cwd>/mlflow.db``. Checked here, before anything is launched."""
-    for key, uri in (("--tracking-uri", override), ("tracking.tracking_uri", exp.tracking.tracking_uri),
-                     ("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI"))):
-        if not uri:
-            continue
-        scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()  # "databricks" alone is a URI too
-        shown = re.sub(r"//[^/@]*@", "//***@", uri)  # credentials never reach a message
-        if scheme not in _URI_SCHEMES:
-            raise HpoConfigError(key, f"must be an MLflow tracking URI starting with one of "
-                                 f"{', '.join(s + ':' for s in _URI_SCHEMES)}", shown,
-                                 "MLflow 3 refuses its plain file store: use sqlite:///path/mlflow.db"
-                                 if scheme == "file" or ":" not in uri else None)
-        if scheme == "sqlite":
-            path = uri.split(":///", 1)[1] if ":///" in uri else ""
-            if path and not Path(path).parent.is_dir():
-                raise HpoConfigError(key, "must name an SQLite file in an existing directory", shown)
-        return uri
-    return default_tracking_uri()
-
+__all__ = ["search_tracker", "space_hash"]
 
 def _versions() -> dict[str, str]:
     out = {}
@@ -98,5 +67,6 @@ def search_tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: 
     return MlflowTracker(uri, exp.tracking.experiment_name or exp.name, run_dir.name, str(run_dir / STATE_FILE),
                          outcomes, parent_params=params, parent_tags=tags, artifacts=artifacts,
                          flush_interval_s=exp.tracking.flush_interval_s, flush_timeout_s=exp.tracking.flush_timeout_s,
-                         hparam_schedule=spec.scheduler == "pbt", log_model=exp.tracking.log_model,
+                         hparam_schedule=capabilities(spec, exp.budget).rewrites_configs,
+                         log_model=exp.tracking.log_model,
                          register_model=exp.tracking.register_model, metrics=exp.metrics)
