@@ -1,0 +1,140 @@
+"""The MLflow writer against a real MLflow store (SQLite), driven directly with fake trials:
+idempotent run creation, a resumed search's reconciliation from Ray's result files, terminal
+states of every kind, and one parent run per tracking store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpo.rundir import STATE_FILE, read_state, write_json
+from hpo.strategies import TrialOutcomes
+from hpo.tracking.mlflow import PARENT_TAG, TRIAL_TAG, MlflowTracker
+from hpo.wire import STEP_KEY
+
+
+class FakeTrial:
+    def __init__(self, trial_id: str, status: str, last_result: dict | None = None) -> None:
+        self.trial_id, self.status, self.config = trial_id, status, {"x": 0.5}
+        self.last_result, self.error_file = last_result or {}, None
+
+
+def _tracker(run_dir: Path, uri: str, outcomes: TrialOutcomes | None = None) -> MlflowTracker:
+    if not (run_dir / STATE_FILE).exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / STATE_FILE, {"experiment": {}})
+    t = MlflowTracker(uri, "records", run_dir.name, str(run_dir / STATE_FILE), outcomes or TrialOutcomes(),
+                      metrics=["loss"])
+    t._connect()
+    t._open()
+    return t
+
+
+def _drain(t: MlflowTracker) -> None:
+    events = []
+    while not t._queue.empty():
+        events.append(t._queue.get_nowait())
+    t._write(events)
+
+
+def _children(t: MlflowTracker) -> dict[str, Any]:
+    runs = t.client.search_runs([t.experiment_id], filter_string=f"tags.{PARENT_TAG} = '{t.parent_run_id}'")
+    return {r.data.tags[TRIAL_TAG]: r for r in runs}
+
+
+def _steps(t: MlflowTracker, run: Any) -> list[int]:
+    return sorted(m.step for m in t.client.get_metric_history(run.info.run_id, "loss"))
+
+
+@pytest.fixture()
+def uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_a_create_that_timed_out_after_creating_is_not_made_twice(tmp_path: Path, uri: str) -> None:
+    t = _tracker(tmp_path / "run", uri)
+    real = t.client.create_run
+    calls = []
+
+    def slow_create(*args: Any, **kwargs: Any) -> Any:
+        run = real(*args, **kwargs)
+        calls.append(run.info.run_id)
+        if len(calls) == 1:
+            raise TimeoutError("the server created the run but the answer never came")
+        return run
+
+    t.client.create_run = slow_create  # type: ignore[method-assign]
+    events = [("start", "a", ("a", {"x": 1})), ("result", "a", {"loss": 0.5, STEP_KEY: 1})]
+    with pytest.raises(TimeoutError):
+        t._write(events)
+    t._write(events)  # the writer's retry of the same window
+    children = _children(t)
+    assert list(children) == ["a"] and len(calls) == 1 and _steps(t, children["a"]) == [1]
+
+
+def test_every_terminal_state_ends_its_run_with_its_mlflow_status(tmp_path: Path, uri: str) -> None:
+    outcomes = TrialOutcomes()
+    outcomes.record_pruned("p", 1)
+    outcomes.record_cut("c", 2, "SIGTERM")
+    t = _tracker(tmp_path / "run", uri, outcomes)
+    for tid, status, last in (("ok", "TERMINATED", {"loss": 0.1}), ("p", "TERMINATED", {"loss": 0.4}),
+                              ("c", "TERMINATED", {"loss": 0.3}), ("nan", "TERMINATED", {"loss": float("nan")}),
+                              ("err", "ERROR", {})):
+        trial = FakeTrial(tid, status, last)
+        t.on_trial_start(1, [], trial)
+        (t.on_trial_error if status == "ERROR" else t.on_trial_complete)(1, [], trial)
+    _drain(t)
+    seen = {tid: (r.info.status, r.data.tags["hpo.status"]) for tid, r in _children(t).items()}
+    assert seen == {"ok": ("FINISHED", "completed"), "p": ("KILLED", "pruned at epoch 1"),
+                    "c": ("KILLED", "cut at epoch 2 (SIGTERM)"), "nan": ("FAILED", "diverged"),
+                    "err": ("FAILED", "errored: trial raised an exception")}
+
+
+def _ray_trial_dir(run_dir: Path, tid: str, steps: int) -> None:
+    d = run_dir / f"train_{tid}"
+    d.mkdir(parents=True)
+    (d / "params.json").write_text(json.dumps({"x": 0.5}))
+    (d / "result.json").write_text("".join(
+        json.dumps({"trial_id": tid, "loss": 1.0 / s, STEP_KEY: s, "training_iteration": s}) + "\n"
+        for s in range(1, steps + 1)))
+
+
+def test_a_resumed_search_records_trials_that_ended_before_their_run_existed(tmp_path: Path, uri: str) -> None:
+    run_dir = tmp_path / "run"
+    first = _tracker(run_dir, uri)
+    first.on_trial_start(1, [], FakeTrial("a", "RUNNING"))
+    first._write([("start", "a", ("a", {"x": 0.5})), ("result", "a", {"loss": 1.0, STEP_KEY: 1})])
+    # ... killed: "a" ran on to step 3 and ended, "b" ended before its run was created, "c" was mid-way
+    for tid, steps in (("a", 3), ("b", 2), ("c", 2)):
+        _ray_trial_dir(run_dir, tid, steps)
+    again = _tracker(run_dir, uri)
+    assert again.parent_run_id == first.parent_run_id
+    trials = [FakeTrial("a", "TERMINATED", {"loss": 1 / 3, STEP_KEY: 3}),
+              FakeTrial("b", "TERMINATED", {"loss": 0.5, STEP_KEY: 2}), FakeTrial("c", "RUNNING")]
+    again.on_step_begin(1, trials)
+    _drain(again)
+    children = _children(again)
+    assert set(children) == {"a", "b", "c"}
+    assert {tid: _steps(again, r) for tid, r in children.items()} == {"a": [1, 2, 3], "b": [1, 2], "c": [1, 2]}
+    assert {tid: r.info.status for tid, r in children.items()} == {"a": "FINISHED", "b": "FINISHED", "c": "RUNNING"}
+    third = _tracker(run_dir, uri)  # a second resume adds nothing
+    third.on_step_begin(1, trials)
+    _drain(third)
+    assert {tid: _steps(third, r) for tid, r in _children(third).items()} == {"a": [1, 2, 3], "b": [1, 2],
+                                                                                "c": [1, 2]}
+
+
+def test_another_tracking_store_gets_a_parent_run_of_its_own(tmp_path: Path, uri: str) -> None:
+    run_dir = tmp_path / "run"
+    home = _tracker(run_dir, uri)
+    other_uri = f"sqlite:///{tmp_path / 'other.db'}"
+    other = _tracker(run_dir, other_uri)
+    assert other.parent_run_id != home.parent_run_id
+    assert other.client.get_run(other.parent_run_id).info.run_id == other.parent_run_id  # it exists there
+    state = read_state(run_dir)
+    assert state["tracking_uri"] == uri and state["parent_run_id"] == home.parent_run_id  # resume stays home
+    assert set(state["mlflow"]) == {uri, other_uri}
+    assert _tracker(run_dir, other_uri).parent_run_id == other.parent_run_id  # a second sync reuses it
