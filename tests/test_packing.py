@@ -236,7 +236,7 @@ def test_epoch_budget_counts_each_packed_trial(tmp_path, ray_address):
     spent = sum(t.steps for t in results.trials)
     assert 30 <= spent <= 30 + 2 * 4 * 3, seen  # at most the two running packs' remainder
     assert len(results.trials) < 60, seen
-    assert all(t.status == "pruned" for t in results.trials if t.steps < 3), seen
+    assert all(t.status == "cut" for t in results.trials if t.steps < 3), seen
     assert all(t.steps == 3 for t in results.trials if t.status == "completed"), seen
 
 

@@ -149,12 +149,13 @@ def test_epoch_budget_ends_the_search_once_the_trials_ran_that_many_epochs(tmp_p
     assert 3 <= len(results.trials) <= 5 and 9 <= spent <= 15, [(t.trial_id, t.steps) for t in results.trials]
 
 
-def test_trials_the_epoch_budget_cuts_short_are_pruned_not_completed(tmp_path, ray_address):
+def test_trials_the_epoch_budget_cuts_short_are_cut_not_completed(tmp_path, ray_address):
     results = _run(tmp_path, ray_address, space={"x": Float(0.0, 1.0), "sleep": 0.3}, num_samples=50,
                    max_concurrent=2, epoch_budget=10, strategy={"searcher": "random", "max_t": 4})
     seen = [(t.trial_id, t.status, t.steps) for t in results.trials]
     assert any(t.steps < 4 for t in results.trials), seen  # two at a time: one is mid-way when the budget runs out
-    assert all(t.status == "pruned" and t.pruned_at == t.steps for t in results.trials if t.steps < 4), seen
+    assert all(t.status == "cut" and t.cut_at == t.steps and t.cut_reason == "epoch budget"
+               for t in results.trials if t.steps < 4), seen
     assert all(t.steps == 4 for t in results.trials if t.status == "completed"), seen
     assert results.best_trial is not None and results.best_trial.steps == 4
 

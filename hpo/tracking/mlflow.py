@@ -523,7 +523,10 @@ class MlflowTracker(Callback):
         """A search killed between two of Ray's state saves forgets its newest trials, and runs
         new ones in their place on resume: delete their child runs so no trial is recorded twice."""
         for tid in [t for t in self._runs if t not in known]:
-            self.client.delete_run(self._runs.pop(tid))
+            run_id = self._runs.pop(tid)
+            if tid not in self._closed:
+                self._terminate(run_id, "KILLED")  # nothing in the store, deleted or not, stays RUNNING
+            self.client.delete_run(run_id)
             self._logged_step.pop(tid, None)
 
     def _log_batch(self, run_id: str, params: dict[str, str] | None = None, metrics: list | None = None,
