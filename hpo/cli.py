@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                              tracking_uri=args.tracking_uri)
             _print_summary(results, args.json)
         elif args.command == "sync-mlflow":
-            from hpo.tracking.sync import sync_mlflow
+            from hpo.sync import sync_mlflow
 
             results = sync_mlflow(args.name_or_path, storage_path=args.storage_path, tracking_uri=args.tracking_uri)
             _print_summary(results, args.json)

@@ -9,16 +9,15 @@ from hpo.config import Experiment
 from hpo.errors import HpoConfigError
 from hpo.results import Results, TrialRecord
 from hpo.rundir import find_run_dir, read_state, saved_records
-from hpo.train.best import BEST_DIR, MODEL_FILE, export_model, recover
-from hpo.train.builtin import check_before_launch
+from hpo.train.best import export_model, recover
+from hpo.train.builtin import builtin_task, check_before_launch
+from hpo.train.model_file import BEST_DIR, MODEL_FILE
 
 __all__ = ["export_best"]
 
 
 def export_best(name_or_path: str, out: str | os.PathLike[str], storage_path: str = "hpo_results") -> list[Path]:
     """``hpo export``: the best model of a finished search, recovered first if the search kept none."""
-    from hpo.runner import builtin_task
-
     run_dir = find_run_dir(name_or_path, storage_path)
     model_file = run_dir / BEST_DIR / MODEL_FILE
     if not model_file.exists():

@@ -125,3 +125,15 @@ def all_plots(results: Results, directory: Path) -> list[Path]:
         if p is not None:
             out.append(p)
     return out
+
+
+def write_search_files(results: Results, directory: Path) -> list[Path]:
+    """What a search logs on its MLflow parent run at the end: the leaderboard (CSV and HTML,
+    best first) and every plot that applies."""
+    directory = Path(directory)
+    table = results.table()
+    if len(table) and results.metric in table:
+        table = table.sort_values(results.metric, ascending=results.modes[0] == "min", na_position="last")
+    table.to_csv(directory / "leaderboard.csv", index=False)
+    table.to_html(directory / "leaderboard.html", index=False)
+    return [directory / "leaderboard.csv", directory / "leaderboard.html", *all_plots(results, directory)]

@@ -68,7 +68,7 @@ class Results:
         if not self.best_model_info:
             raise ValueError("no best model was kept: the search used its own trainable, set task.test_best "
                              "false, or no trial completed")
-        from hpo.train.best import load_model
+        from hpo.train.model_file import load_model
 
         return load_model(self.best_model_info["path"])
 

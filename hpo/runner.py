@@ -20,6 +20,7 @@ from typing import Any
 from hpo._imports import import_callable
 from hpo.config import Experiment
 from hpo.errors import HpoConfigError, SearchInterrupted
+from hpo.plots import write_search_files
 from hpo.results import Results
 from hpo.rundir import (
     OUTCOMES_FILE,
@@ -33,6 +34,7 @@ from hpo.rundir import (
 )
 from hpo.tracking.search_record import search_tracker
 from hpo.train.builtin import builtin_task, load_data_meanwhile, report_plan
+from hpo.train.model_file import log_to_mlflow
 from hpo.validate import tracking_uri_of, validate
 
 __all__ = ["resume", "run"]
@@ -205,7 +207,8 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             outcomes = TrialOutcomes()
             searcher, scheduler = build_strategy(exp.strategy.spec(), exp.space, exp.metrics, exp.modes, exp.budget,
                                                  outcomes)
-            tracker = search_tracker(exp, run_dir, outcomes, tracking_uri) if exp.tracking.enabled else None
+            tracker = search_tracker(exp, run_dir, outcomes, tracking_uri, write_files=write_search_files,
+                                     model_logger=log_to_mlflow) if exp.tracking.enabled else None
             from ray.tune.logger import JsonLoggerCallback
 
             # Ray's JSON logger keeps each trial's full result history on disk (params.json,

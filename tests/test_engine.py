@@ -11,10 +11,11 @@ import torch
 
 from hpo import HpoConfigError
 from hpo.train import validate_task
-from hpo.train.best import _payload, export_model, load_model
+from hpo.train.best import _payload, export_model
 from hpo.train.data import load_dataset
 from hpo.train.loop import TaskRun, augment_images, fit
 from hpo.train.lr_find import lr_find
+from hpo.train.model_file import load_model
 
 TIMING = ("epoch_time_s", "train_time_s", "latency_us")
 

@@ -274,7 +274,7 @@ def test_state_files_are_replaced_whole(tmp_path: Path) -> None:
 
 
 def test_sync_takes_statuses_from_what_a_killed_search_saved(tmp_path: Path) -> None:
-    from hpo.tracking.sync import _saved_ends
+    from hpo.sync import _saved_ends
 
     outcomes = TrialOutcomes()
     outcomes.record_pruned("p", 1)

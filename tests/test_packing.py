@@ -242,7 +242,7 @@ def test_epoch_budget_counts_each_packed_trial(tmp_path, ray_address):
 
 @pytest.mark.slow
 def test_sync_mlflow_replays_each_packed_trial(tmp_path, ray_address):
-    from hpo.tracking.sync import sync_mlflow
+    from hpo.sync import sync_mlflow
 
     results = hpo.run(name="packsync", task={"dataset": "iris", "epochs": 2},
                       space={"lr": Grid([0.01, 0.02, 0.05, 0.1, 0.2])}, metric="val_accuracy", mode="max",

@@ -54,7 +54,7 @@ def objective(config: dict[str, Any]) -> float:
 
 def conformance_trainable(config: dict[str, Any]) -> None:
     """Three reports of :func:`objective`; the first trial to run fails (marker file), once."""
-    import hpo
+    from hpo.session import report
 
     marker = config.get("fail_marker")
     if marker:
@@ -67,7 +67,7 @@ def conformance_trainable(config: dict[str, Any]) -> None:
     loss = objective(config)
     for step in range(1, 4):
         time.sleep(0.05)
-        hpo.report({"loss": loss * (1 + 1 / step), "start": start, "end": time.time()})
+        report({"loss": loss * (1 + 1 / step), "start": start, "end": time.time()})
 
 
 class _Base:
@@ -84,11 +84,11 @@ class _Base:
         return searcher
 
     def run_search(self, tmp_path: Path, ray_address: str, num_samples: int = 6, max_concurrent: int = 1) -> Any:
-        import hpo
+        from hpo.runner import run
 
         fixed = {"fail_marker": str(tmp_path / "fail-once")}
         space = self._space().merge(SearchSpace(fixed))
-        return hpo.run(
+        return run(
             name=f"conformance-{self.searcher}-{self.scheduler}", trainable=conformance_trainable, space=space,
             metric="loss", mode="min", strategy={"searcher": self.searcher, "scheduler": self.scheduler, "max_t": 3},
             num_samples=num_samples, max_concurrent=max_concurrent, storage_path=str(tmp_path / "runs"),

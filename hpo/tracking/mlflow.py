@@ -20,13 +20,13 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
+from hpo._compat.mlflow import end_run
 from hpo._trials import error_text
 from hpo.rundir import read_state, trial_histories, update_state
 from hpo.strategies import TrialOutcomes
@@ -42,25 +42,6 @@ _RUN_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "cut": "KILLED", "er
                "diverged": "FAILED"}
 
 
-@contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent API pointed at ``uri`` for a while, then exactly as it was: its
-    ``set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in this process's environment, which
-    would send the next search in this process to this one's store."""
-    from mlflow.tracking._tracking_service import utils
-
-    before, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
-    utils.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        utils.set_tracking_uri(before)  # type: ignore[arg-type]  # None: back to the default
-        if env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = env
-
-
 def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested keys become ``a.b``; values are strings MLflow accepts (6000 characters at most)."""
     out: dict[str, str] = {}
@@ -73,25 +54,9 @@ def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _model_requirements() -> list[str]:
-    """What loading the logged best model needs: torch, cloudpickle, numpy and hpo (its Predictor)."""
-    from importlib import metadata
-
-    import mlflow.pytorch
-    import numpy as np
-
-    reqs = [*mlflow.pytorch.get_default_pip_requirements(), f"numpy=={np.__version__}"]
-    try:
-        reqs.append(f"hpo=={metadata.version('hpo')}")
-    except metadata.PackageNotFoundError:
-        pass
-    return reqs
-
-
 def _lower_priority() -> None:
     """Run the calling thread at the lowest CPU priority (Linux applies nice per thread), so on a
     busy machine MLflow's writes take the time the trials leave over instead of theirs."""
-    import os
 
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
@@ -110,6 +75,10 @@ class MlflowTracker(Callback):
             so a resumed search continues the same parent run.
         outcomes: shared record of pruned and cut trials (for each trial's terminal state).
         metrics: the search's metrics (a NaN/inf one means the trial diverged).
+        write_files: ``(results, directory)``: writes the files logged on the parent run at the
+            end (leaderboard, plots); given by the caller, so tracking imports no plotting.
+        model_logger: ``(tracking_uri, parent_run_id, best_model_info, register_as) -> model URI``:
+            logs the best model (the caller's, so tracking imports no torch).
         parent_params: params and tags of the parent run (strategy, versions, ...).
         artifacts: file name -> text, logged on the parent run.
     """
@@ -130,9 +99,13 @@ class MlflowTracker(Callback):
         log_model: bool = True,
         register_model: str | None = None,
         metrics: list[str] | None = None,
+        write_files: Callable[[Any, Path], Any] | None = None,
+        model_logger: Callable[[str, str, dict[str, Any], str | None], str] | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.metrics = list(metrics or [])
+        self.write_files = write_files
+        self.model_logger = model_logger
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.state_path = state_path
@@ -172,7 +145,7 @@ class MlflowTracker(Callback):
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment_name", "run_name", "state_path", "outcomes", "parent_params",
                 "parent_tags", "artifacts", "flush_interval_s", "flush_timeout_s", "hparam_schedule",
-                "log_model", "register_model", "metrics")
+                "log_model", "register_model", "metrics", "write_files", "model_logger")
         return {k: self.__dict__.get(k) for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -215,7 +188,6 @@ class MlflowTracker(Callback):
         """
         if self._thread is not None:
             return
-        import os
 
         # Fail fast per request and let the writer's own backoff do the waiting.
         for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")):
@@ -438,7 +410,7 @@ class MlflowTracker(Callback):
             if tid in steps:
                 self._logged_step[tid] = steps[tid]  # only once written: a retry resends, never skips
         for tid, status in run_status.items():
-            self._terminate(self._child(tid), status)
+            end_run(self.client, self._child(tid), status)
             self._closed[tid] = tags[tid]["hpo.status"]
 
     def _status_text(self, tid: str, status: str, error: str | None) -> str:
@@ -470,54 +442,14 @@ class MlflowTracker(Callback):
         return out
 
     def _log_results(self, parent: str, results: Any) -> None:
-        """Leaderboard (CSV and HTML) and plots on the parent run."""
+        """The files ``write_files`` makes of the results (leaderboard, plots) on the parent run."""
+        if self.write_files is None:
+            return
         import tempfile
 
-        from hpo.plots import all_plots
-
-        table = results.table()
-        if len(table) and results.metric in table:
-            table = table.sort_values(results.metric, ascending=results.modes[0] == "min", na_position="last")
         with tempfile.TemporaryDirectory(prefix="hpo-mlflow-") as tmp:
-            d = Path(tmp)
-            table.to_csv(d / "leaderboard.csv", index=False)
-            table.to_html(d / "leaderboard.html", index=False)
-            all_plots(results, d)
+            self.write_files(results, Path(tmp))
             self.client.log_artifacts(parent, tmp)
-
-    def _log_best_model(self, parent: str, info: dict[str, Any]) -> None:
-        """The best trial's model as an MLflow PyTorch model (raw features in), with its signature."""
-        import mlflow
-        import mlflow.pytorch
-        import torch
-
-        from hpo.train.best import load_model
-
-        model = load_model(info["path"])
-        example = torch.load(info["path"], map_location="cpu", weights_only=False)["example"]
-        with torch.no_grad():
-            output = model(torch.as_tensor(example)).numpy()
-        signature = mlflow.models.infer_signature(example, output)
-        with _tracking_uri(self.tracking_uri), mlflow.start_run(run_id=parent,
-                                                                nested=mlflow.active_run() is not None):
-            logged = mlflow.pytorch.log_model(
-                model, name="best_model", signature=signature, input_example=example,
-                registered_model_name=self.register_model, await_registration_for=60,
-                # named, not inferred: inference re-imports the model in a subprocess (~10 s)
-                pip_requirements=_model_requirements(),
-            )
-        info["mlflow_model_uri"] = logged.model_uri
-        self._log_batch(parent, tags={"hpo.best_model_uri": logged.model_uri,
-                                      "hpo.best_trial_id": str(info.get("trial_id"))})
-
-    def _terminate(self, run_id: str, status: str) -> None:
-        """End a run in one request (``MlflowClient.set_terminated`` also fetches the run to print
-        its URL on stdout, which would interleave with ``--json`` output)."""
-        from mlflow.entities import RunStatus
-
-        self.client._tracking_client.store.update_run_info(
-            run_id, run_status=RunStatus.from_string(status), end_time=int(time.time() * 1000), run_name=None
-        )
 
     def _drop_orphans(self, known: set[str]) -> None:
         """A search killed between two of Ray's state saves forgets its newest trials, and runs
@@ -525,7 +457,7 @@ class MlflowTracker(Callback):
         for tid in [t for t in self._runs if t not in known]:
             run_id = self._runs.pop(tid)
             if tid not in self._closed:
-                self._terminate(run_id, "KILLED")  # nothing in the store, deleted or not, stays RUNNING
+                end_run(self.client, run_id, "KILLED")  # nothing in the store, deleted or not, stays RUNNING
             self.client.delete_run(run_id)
             self._logged_step.pop(tid, None)
 
@@ -618,10 +550,12 @@ class MlflowTracker(Callback):
                 done = self.client.get_run(parent).data.metrics
                 self._log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in tested.items()
                                                  if done.get(k) != v and math.isfinite(v)])
-            if info and self.log_model:
-                self._log_best_model(parent, info)
+            if info and self.log_model and self.model_logger is not None:
+                info["mlflow_model_uri"] = uri = self.model_logger(self.tracking_uri, parent, info, self.register_model)
+                self._log_batch(parent, tags={"hpo.best_model_uri": uri,
+                                              "hpo.best_trial_id": str(info.get("trial_id"))})
             if results.stop_reason:
                 self._log_batch(parent, tags={"hpo.stop_reason": str(results.stop_reason)})
-            self._terminate(parent, "KILLED" if killed else "FAILED" if failed else "FINISHED")
+            end_run(self.client, parent, "KILLED" if killed else "FAILED" if failed else "FINISHED")
         except Exception as exc:
             log.warning("MLflow could not record the search summary: %s", exc)

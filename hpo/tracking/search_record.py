@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,11 @@ def space_hash(exp: Experiment) -> str:
     return hashlib.sha256(json.dumps(exp.space.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def search_tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: str | None) -> Any:
-    """The MLflow tracker of the search in ``run_dir`` (its parent run's params, tags, artifacts)."""
+def search_tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: str | None, *,
+                   write_files: Callable[[Any, Path], Any] | None = None,
+                   model_logger: Callable[[str, str, dict[str, Any], str | None], str] | None = None) -> Any:
+    """The MLflow tracker of the search in ``run_dir`` (its parent run's params, tags, artifacts);
+    ``write_files`` and ``model_logger`` are what it logs at the end (see :class:`MlflowTracker`)."""
     import yaml
 
     from hpo.tracking.mlflow import MlflowTracker
@@ -69,4 +73,5 @@ def search_tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: 
                          flush_interval_s=exp.tracking.flush_interval_s, flush_timeout_s=exp.tracking.flush_timeout_s,
                          hparam_schedule=capabilities(spec, exp.budget).rewrites_configs,
                          log_model=exp.tracking.log_model,
-                         register_model=exp.tracking.register_model, metrics=exp.metrics)
+                         register_model=exp.tracking.register_model, metrics=exp.metrics,
+                         write_files=write_files, model_logger=model_logger)

@@ -7,7 +7,7 @@ the trial's model exactly on a CPU. It is scored once on the held-out test part 
 ``best_model/model.pt`` in the run directory. With cross-validation the model is refit on all
 development rows (train + validation) before testing.
 
-``model.pt`` is self-contained for :func:`load_model`: weights, the trial's config and the
+``model.pt`` is self-contained for :func:`hpo.train.model_file.load_model`: weights, the trial's config and the
 feature scaling, so the loaded module takes raw features. ``hpo export`` adds a
 ``torch.export`` program (``model.pt2``) that loads without hpo.
 """
@@ -16,61 +16,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-BEST_DIR = "best_model"
-MODEL_FILE = "model.pt"
-
-
-def _predictor(payload: dict[str, Any]) -> Any:
-    import torch
-    from torch import nn
-
-    from hpo.train.models import build_model
-    from hpo.train.task import TaskConfig
-
-    cfg = TaskConfig.from_config(payload["config"])
-    classify = payload["task"] == "classification"
-    net = build_model(cfg, payload["num_features"], payload["num_classes"] if classify else 1,
-                      payload["image_shape"], payload["config"])
-    net.load_state_dict(payload["state_dict"])
-
-    class Predictor(nn.Module):
-        """Raw features in; class logits (classification) or predictions in target units (regression) out."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-            self.register_buffer("x_mean", torch.as_tensor(payload["x_mean"]))
-            self.register_buffer("x_std", torch.as_tensor(payload["x_std"]))
-            self.y_mean, self.y_std = float(payload["y_mean"]), float(payload["y_std"])
-            self.classify = classify
-            self.classes = payload.get("classes")
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out = self.net((x - self.x_mean) / self.x_std)  # type: ignore[operator]
-            return out if self.classify else out.squeeze(-1) * self.y_std + self.y_mean
-
-    return Predictor().eval()
-
-
-def load_model(path: str | os.PathLike[str]) -> Any:
-    """Load a saved best model (``model.pt``, or a directory holding it) as an ``nn.Module`` in eval mode.
-
-    Example:
-        >>> model = load_model("hpo_results/quickstart-20261122-101500/best_model")  # doctest: +SKIP
-        >>> model(torch.tensor(raw_features, dtype=torch.float32)).argmax(1)  # doctest: +SKIP
-    """
-    import torch
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / MODEL_FILE
-    return _predictor(torch.load(p, map_location="cpu", weights_only=False))
+from hpo.train.model_file import BEST_DIR, MODEL_FILE, load_payload, predictor
 
 
 def _payload(run: Any) -> dict[str, Any]:
@@ -98,7 +49,7 @@ def recover(config: dict[str, Any], data: Any, threads: int, checkpoint_dir: str
     source, val = "retrained", {}
     state_file = Path(checkpoint_dir or "") / "state.pt"
     if checkpoint_dir and not cv and state_file.exists():
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        state = load_payload(state_file)
         if state.get("epoch") == run.cfg.epochs:
             run.load_state_dict(state)
             source = "checkpoint"
@@ -150,8 +101,8 @@ def export_model(model_file: Path, out_dir: Path) -> list[Path]:
     if model_file.resolve() != (out_dir / MODEL_FILE).resolve():
         shutil.copyfile(model_file, out_dir / MODEL_FILE)
     written.append(out_dir / MODEL_FILE)
-    payload = torch.load(model_file, map_location="cpu", weights_only=False)
-    module = _predictor(payload)
+    payload = load_payload(model_file)
+    module = predictor(payload)
     example = torch.as_tensor(payload["example"])
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))

@@ -381,11 +381,13 @@ def train_pack(config: dict[str, Any], task: dict[str, Any], data: Dataset | Non
 def _train_one(config: dict[str, Any], data: Dataset | None, threads: int, report: Any) -> TaskRun:
     from ray import tune
 
+    from hpo.train.model_file import load_payload
+
     run = TaskRun(config, data, threads, device_for_trial())
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            run.load_state_dict(torch.load(os.path.join(d, "state.pt"), map_location=run.device, weights_only=False))
+            run.load_state_dict(load_payload(os.path.join(d, "state.pt"), run.device))
     freq = run.cfg.checkpoint_freq
     for metrics in run.epochs():
         last = run.epoch == run.cfg.epochs or "diverged" in metrics or "early_stopped" in metrics

@@ -9,7 +9,7 @@ import pytest
 
 import hpo
 from hpo import Float
-from hpo.tracking.sync import sync_mlflow
+from hpo.sync import sync_mlflow
 from tests import trainables
 from tests.conftest import hpo_cli
 

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from hpo.config import Experiment
+from hpo.plots import write_search_files
 from hpo.results import Results, TrialRecord
 from hpo.rundir import OUTCOMES_FILE, find_run_dir, read_json, read_state, saved_records, trial_histories
 from hpo.strategies import TrialOutcomes
+from hpo.tracking.search_record import search_tracker
 
 __all__ = ["sync_mlflow"]
 
@@ -41,14 +43,13 @@ def sync_mlflow(name_or_path: str, storage_path: str = "hpo_results", tracking_u
     Runs and steps already in MLflow are found by their tags and skipped, so running it
     twice, or after a search that did log, adds nothing.
     """
-    from hpo.tracking.search_record import search_tracker
-
     run_dir = find_run_dir(name_or_path, storage_path)
     state = read_state(run_dir)
     exp = Experiment.from_dict(state["experiment"])
     records = {r["trial_id"]: TrialRecord(**r) for r in saved_records(run_dir)}
     outcomes, ends = _saved_ends(run_dir, records)
-    tracker = search_tracker(exp, run_dir, outcomes, tracking_uri or state.get("tracking_uri"))
+    tracker = search_tracker(exp, run_dir, outcomes, tracking_uri or state.get("tracking_uri"),
+                             write_files=write_search_files)
     tracker.start()
     histories = trial_histories(run_dir)
     for tid in sorted(histories.keys() | records.keys() | ends.keys()):

@@ -1,0 +1,135 @@
+"""The best model's file (``best_model/model.pt``): loading it safely, as a module taking raw
+features, and logging it to MLflow.
+
+The file holds the weights, the trial's config and the feature scaling, nothing that runs code:
+:func:`load_payload` unpickles it with ``torch.load(weights_only=True)``, allowing numpy's array
+reconstruction and nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BEST_DIR", "MODEL_FILE", "load_model", "load_payload", "log_to_mlflow", "predictor"]
+
+# numpy arrays and scalars in hpo's own files (numpy 1 and 2 spell the module differently)
+_ALLOWED = frozenset({"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+                      "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.ndarray",
+                      "numpy.dtype"})
+
+
+def load_payload(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+    """``torch.load`` of a file hpo saved (model, checkpoint state), with ``weights_only=True``.
+
+    Raises:
+        ValueError: the file asks to unpickle anything beyond tensors and numpy arrays.
+    """
+    import numpy as np
+    import torch
+
+    allowed: list[Any] = [np.ndarray, np.dtype]
+    allowed += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]  # an array's dtype class
+    for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
+        if name not in _ALLOWED and not (name.startswith("numpy.dtypes.") and name.endswith("DType")):
+            raise ValueError(f"{path}: refusing to load {name!r}: hpo's files hold only tensors, numbers, strings "
+                             "and numpy arrays")
+        module, _, attr = name.rpartition(".")
+        allowed.append(getattr(importlib.import_module(module), attr))
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+BEST_DIR = "best_model"
+MODEL_FILE = "model.pt"
+
+
+def predictor(payload: dict[str, Any]) -> Any:
+    import torch
+    from torch import nn
+
+    from hpo.train.models import build_model
+    from hpo.train.task import TaskConfig
+
+    cfg = TaskConfig.from_config(payload["config"])
+    classify = payload["task"] == "classification"
+    net = build_model(cfg, payload["num_features"], payload["num_classes"] if classify else 1,
+                      payload["image_shape"], payload["config"])
+    net.load_state_dict(payload["state_dict"])
+
+    class Predictor(nn.Module):
+        """Raw features in; class logits (classification) or predictions in target units (regression) out."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.register_buffer("x_mean", torch.as_tensor(payload["x_mean"]))
+            self.register_buffer("x_std", torch.as_tensor(payload["x_std"]))
+            self.y_mean, self.y_std = float(payload["y_mean"]), float(payload["y_std"])
+            self.classify = classify
+            self.classes = payload.get("classes")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.net((x - self.x_mean) / self.x_std)  # type: ignore[operator]
+            return out if self.classify else out.squeeze(-1) * self.y_std + self.y_mean
+
+    return Predictor().eval()
+
+
+def load_model(path: str | os.PathLike[str]) -> Any:
+    """Load a saved best model (``model.pt``, or a directory holding it) as an ``nn.Module`` in eval mode.
+
+    Only tensors, numbers, strings and numpy arrays are unpickled (``weights_only``), so a model
+    file from someone else cannot run code when loaded.
+
+    Example:
+        >>> model = load_model("hpo_results/quickstart-20261122-101500/best_model")  # doctest: +SKIP
+        >>> model(torch.tensor(raw_features, dtype=torch.float32)).argmax(1)  # doctest: +SKIP
+    """
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / MODEL_FILE
+    return predictor(load_payload(p))
+
+
+def _model_requirements() -> list[str]:
+    """What loading the logged best model needs: torch, cloudpickle, numpy and hpo (its Predictor)."""
+    from importlib import metadata
+
+    import mlflow.pytorch
+    import numpy as np
+
+    reqs = [*mlflow.pytorch.get_default_pip_requirements(), f"numpy=={np.__version__}"]
+    try:
+        reqs.append(f"hpo=={metadata.version('hpo')}")
+    except metadata.PackageNotFoundError:
+        pass
+    return reqs
+
+
+def log_to_mlflow(tracking_uri: str, parent_run_id: str, info: dict[str, Any], register_as: str | None) -> str:
+    """Log the best model (``info["path"]``) on the search's parent run as an MLflow PyTorch model
+    (raw features in) with its signature; returns its model URI."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    from hpo._compat.mlflow import fluent_tracking_uri
+
+    model = load_model(info["path"])
+    example = load_payload(info["path"])["example"]
+    with torch.no_grad():
+        output = model(torch.as_tensor(example)).numpy()
+    signature = mlflow.models.infer_signature(example, output)
+    with fluent_tracking_uri(tracking_uri), mlflow.start_run(run_id=parent_run_id,
+                                                             nested=mlflow.active_run() is not None):
+        logged = mlflow.pytorch.log_model(
+            model, name="best_model", signature=signature, input_example=example,
+            registered_model_name=register_as, await_registration_for=60,
+            # named, not inferred: inference re-imports the model in a subprocess (~10 s)
+            pip_requirements=_model_requirements(),
+        )
+    return str(logged.model_uri)
