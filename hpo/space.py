@@ -35,7 +35,7 @@ __all__ = [
     "load_space",
 ]
 
-SEARCH_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SEARCH_SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"  # shipped in the wheel
 _PRIMITIVES = (type(None), bool, int, float, str)
 
 
