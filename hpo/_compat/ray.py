@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["reopen_search", "restored_run_config"]
+__all__ = ["asha_bracket", "bracket_rungs", "reopen_search", "restored_run_config"]
 
 
 def restored_run_config(tuner: Any) -> Any:
@@ -47,3 +47,14 @@ def reopen_search(run_dir: Any) -> bool:
             os.replace(tmp, newest)
             changed = True
     return changed
+
+
+def asha_bracket(scheduler: Any, trial_id: str) -> Any:
+    """The ASHA bracket a trial belongs to (Ray 2.60: ``AsyncHyperBandScheduler._trial_info``)."""
+    return scheduler._trial_info.get(trial_id)
+
+
+def bracket_rungs(bracket: Any) -> list[tuple[float, dict[str, Any]]]:
+    """An ASHA bracket's rungs, highest milestone first, each with the trials recorded there
+    (Ray 2.60: ``_Bracket._rungs``, ``[(milestone, {trial id: reward})]``)."""
+    return list(bracket._rungs)

@@ -23,6 +23,7 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
+from hpo._compat.ray import asha_bracket, bracket_rungs
 from hpo.strategies._outcomes import TrialOutcomes
 from hpo.wire import with_epoch_step
 
@@ -130,9 +131,8 @@ class RecordingScheduler(TrialScheduler):
 class ASHA(AsyncHyperBandScheduler):
     """Ray's asynchronous successive halving, also recording the highest rung each trial reaches.
 
-    The rung a trial was recorded at lives only in Ray's private ``_trial_info`` (trial id ->
-    bracket) and ``_Bracket._rungs`` (``[(milestone, {trial id: reward})]``, highest first);
-    both read here only, checked against Ray 2.60.
+    The rung a trial was recorded at lives only in Ray's private bracket state, read through
+    :mod:`hpo._compat.ray`.
     """
 
     def __init__(self, outcomes: TrialOutcomes, **kwargs: Any) -> None:
@@ -140,14 +140,14 @@ class ASHA(AsyncHyperBandScheduler):
         super().__init__(time_attr=TIME_ATTR, **kwargs)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        bracket = self._trial_info.get(trial.trial_id)
+        bracket = asha_bracket(self, trial.trial_id)
         decision = super().on_trial_result(tune_controller, trial, result)
         self._note_rung(trial, bracket)
         return decision
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         # A trial at max_t is stopped first and recorded at the top rung only here.
-        bracket = self._trial_info.get(trial.trial_id)
+        bracket = asha_bracket(self, trial.trial_id)
         super().on_trial_complete(tune_controller, trial, result)
         self._note_rung(trial, bracket)
 
@@ -155,8 +155,9 @@ class ASHA(AsyncHyperBandScheduler):
         """The rung a trial reached: the highest milestone its result was recorded at."""
         if bracket is None:
             return
-        milestones = sorted(m for m, _ in bracket._rungs)
-        for milestone, recorded in bracket._rungs:  # highest first
+        rungs = bracket_rungs(bracket)
+        milestones = sorted(m for m, _ in rungs)
+        for milestone, recorded in rungs:  # highest first
             if trial.trial_id in recorded:
                 self.outcomes.record_rung(trial.trial_id, milestones.index(milestone), int(milestone))
                 return

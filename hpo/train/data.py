@@ -23,11 +23,6 @@ FILE_SUFFIXES = (".csv", ".parquet", ".pq", ".npz")
 _BUILTIN_TASKS = {"diabetes": "regression", "synthetic_regression": "regression"}
 
 
-def is_user_dataset(name: str) -> bool:
-    """A file path (``.csv``/``.parquet``/``.npz``) or a ``module:function`` loader."""
-    return name.lower().endswith(FILE_SUFFIXES) or (":" in name and not Path(name).suffix)
-
-
 @dataclass
 class Split:
     """One training/validation split with the test part, all scaled by the training part's statistics."""
