@@ -127,5 +127,8 @@ def test_quality_quick(tmp_path: Path) -> None:
     assert set(res["overall"]) == {"random+fifo", "tpe+fifo", "tpe+asha"}
     assert abs(res["overall"]["random+fifo"]["score_vs_random_mean"]) < 1e-6
     assert 0 < res["overall"]["random+fifo"]["score_mean"] < 100
-    assert [t["met"] in (True, False) for t in res["targets"]] == [True, True]
+    asha, tpe = res["targets"]  # each verdict is its value against its threshold, whichever way it went
+    assert asha["value"] == res["overall"]["tpe+asha"]["ratio_median"] and asha["threshold"] == 5.0
+    assert asha["met"] is (asha["value"] >= 5.0)
+    assert tpe["value"] == res["overall"]["tpe+fifo"]["score_mean"] and tpe["met"] is (tpe["value"] >= 90.0)
     assert "Bayesmark" in res["targets"][1]["target"]

@@ -59,8 +59,13 @@ def test_search_recorded_over_http_with_nested_complete_runs(tmp_path, ray_addre
         assert not {"pid", "timestamp", "time_total_s", "training_iteration"} & set(run.data.metrics)
 
 
-def test_outage_mid_search_catches_up_when_server_returns(tmp_path, ray_address, mlflow_server, monkeypatch):
+def test_outage_mid_search_catches_up_when_server_returns(tmp_path, ray_address, mlflow_server, monkeypatch,
+                                                          caplog):
+    import logging
+
     from mlflow.tracking import MlflowClient
+
+    caplog.set_level(logging.WARNING, logger="hpo.tracking")
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     pids = mlflow_server.pids()
@@ -82,6 +87,8 @@ def test_outage_mid_search_catches_up_when_server_returns(tmp_path, ray_address,
     finally:
         t.join()
     assert results.count("completed") + results.count("pruned") == 8
+    failed = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert failed, "no write failed during the outage: the test did not test an outage"
     assert results.parent_run_id, "tracking never caught up"
     client = MlflowClient(mlflow_server.uri)
     children = _children(client, results)
