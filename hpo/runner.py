@@ -8,19 +8,17 @@ MLflow parent run id), so ``hpo resume`` can rebuild everything and continue in 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hpo._imports import import_callable
 from hpo.config import Experiment
 from hpo.errors import HpoConfigError, SearchInterrupted
 from hpo.plots import write_search_files
+from hpo.ray_env import ray_session, tune_settings
 from hpo.results import Results
 from hpo.rundir import (
     OUTCOMES_FILE,
@@ -33,83 +31,13 @@ from hpo.rundir import (
     write_json,
 )
 from hpo.tracking.search_record import search_tracker
-from hpo.train.builtin import builtin_task, load_data_meanwhile, report_plan
+from hpo.train.builtin import builtin_task, load_data_meanwhile, trainable_of
 from hpo.train.model_file import log_to_mlflow
 from hpo.validate import tracking_uri_of, validate
 
 __all__ = ["resume", "run"]
 
 log = logging.getLogger("hpo")
-
-
-# -- trainables ------------------------------------------------------------------------------
-
-
-def _trainable(exp: Experiment, fn: Callable[..., Any] | None, data: Any) -> Any:
-    from ray import tune
-
-    resources = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
-    if exp.is_builtin:
-        from hpo.train import train
-
-        task = builtin_task(exp)
-        # Split once here (every fold too), put in Ray's object store once, read by every trial on every node.
-        data.splits(int(task.get("cv_folds", 0)))
-        threads = max(1, int(exp.resources.cpu))
-        return tune.with_resources(tune.with_parameters(train, data=data, threads=threads, task=task,
-                                                        plan=report_plan(exp)), resources)
-    if fn is None:
-        fn = exp.trainable if callable(exp.trainable) else import_callable(exp.trainable)
-    return tune.with_resources(fn, resources)
-
-
-# -- Ray --------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _ray(address: str | None):
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-            configure_logging=True,
-        )
-        started = True
-    try:
-        yield ray
-    finally:
-        if started:
-            ray.shutdown()
-
-
-@contextmanager
-def _tune_env():
-    # Ray's per-trial JSON/CSV loggers are off (results reach hpo through callbacks), so its
-    # end-of-run ExperimentAnalysis finds no result files: that warning is expected noise.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    # hpo checks metrics itself (with a clearer error); Ray's own tables are replaced by Progress.
-    env = {
-        "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
-        "RAY_AIR_NEW_OUTPUT": "0",
-        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-        # Signals are hpo's (hpo.lifecycle.catch_signals): running trials are cut and recorded.
-        "TUNE_DISABLE_SIGINT_HANDLER": "1",
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # -- public API --------------------------------------------------------------------------------
@@ -184,12 +112,13 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
     from hpo.packing import PackingSearcher, Unpacker
     from hpo.progress import Progress
     from hpo.strategies import TrialOutcomes, build_strategy, capabilities
+    from hpo.tracking.mlflow import MlflowTracker
 
     num_samples = exp.resolved_num_samples()
     caps = capabilities(exp.strategy.spec(), exp.budget)
-    with _ray(address), _tune_env():
+    with ray_session(address), tune_settings():
         dataset = data.result()  # its error, if any, ends the search here: Ray is shut down, nothing written
-        trainable = _trainable(exp, fn, dataset)
+        trainable = trainable_of(exp, fn, dataset)
         if restore and (run_dir / "tuner.pkl").exists():
             if (read_json(run_dir / OUTCOMES_FILE, {}) or {}).get("stop_reason") in EXIT_CODES:
                 from hpo._compat.ray import reopen_search
@@ -200,7 +129,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             # they still share one TrialOutcomes record; the collector holds them all.
             collector: Any = next(c for c in _restored_callbacks(tuner) if isinstance(c, Collector))
             outcomes: Any = collector.outcomes
-            tracker = next((c for c in collector.downstream_callbacks() if hasattr(c, "begin_finish")), None)
+            tracker = next((c for c in collector.downstream_callbacks() if isinstance(c, MlflowTracker)), None)
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(run_dir / STATE_FILE, {"experiment": exp.to_record(), "created": time.time()})

@@ -3,6 +3,7 @@ it reports at, and its data set, loaded and checked before anything is launched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ if TYPE_CHECKING:
     from hpo.config import Experiment
     from hpo.wire import ReportPlan
 
-__all__ = ["builtin_task", "check_before_launch", "load_data", "load_data_meanwhile", "report_plan"]
+__all__ = ["builtin_task", "check_before_launch", "load_data", "load_data_meanwhile", "report_plan", "trainable_of"]
 
 
 def check_before_launch(exp: Experiment, tracking_uri: str | None = None) -> Any:
@@ -67,3 +68,26 @@ def report_plan(exp: Experiment) -> ReportPlan:
     if steps is None:
         return ReportPlan(None)
     return ReportPlan(frozenset(steps), exp.tracking.flush_interval_s / 2)  # live enough for the MLflow writer
+
+
+def trainable_of(exp: Experiment, fn: Callable[..., Any] | None, data: Any) -> Any:
+    """What Ray Tune runs per trial: the built-in task with its data (put in Ray's object store once)
+    and report plan, or the user's function (``fn``, else the experiment's import path), with the
+    trial's resources."""
+    from ray import tune
+
+    resources = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
+    if exp.is_builtin:
+        from hpo.train import train
+
+        task = builtin_task(exp)
+        # Split once here (every fold too), put in Ray's object store once, read by every trial on every node.
+        data.splits(int(task.get("cv_folds", 0)))
+        threads = max(1, int(exp.resources.cpu))
+        return tune.with_resources(tune.with_parameters(train, data=data, threads=threads, task=task,
+                                                        plan=report_plan(exp)), resources)
+    if fn is None:
+        from hpo._imports import import_callable
+
+        fn = exp.trainable if callable(exp.trainable) else import_callable(exp.trainable)
+    return tune.with_resources(fn, resources)
