@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,14 +35,37 @@ from hpo.rundir import OUTCOMES_FILE, write_json
 from hpo.strategies import TrialOutcomes
 from hpo.wire import ERROR_KEY, NOT_METRICS, STEP_KEY, SUB_KEY, is_packed, result_steps, split_result
 
-__all__ = ["EXIT_CODES", "Collector", "catch_signals"]
+__all__ = ["EXIT_CODES", "Collector", "CollectorStopper", "catch_signals"]
 
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
 _LIVE = ("PENDING", "RUNNING", "PAUSED")
+# key -> the collector of a search running in this process (see CollectorStopper)
+_COLLECTORS: weakref.WeakValueDictionary[str, Collector] = weakref.WeakValueDictionary()
 
 
-class Collector(Callback, Stopper):
-    """The search's stopper and first callback.
+class CollectorStopper(Stopper):
+    """What Ray holds as the search's stopper: the collector's key and nothing else.
+
+    Ray pickles its stopper into its own experiment state and, on resume, replaces the stopper it
+    was given with that copy (Ray 2.60: ``TuneController.__setstate__``), while the callbacks stay
+    the objects ``tuner.pkl`` restored. A stopper that held the collector would then count epochs
+    and stop the search in a copy that no callback sees. This one finds the live collector by key.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        collector = _COLLECTORS.get(self.key)
+        return collector(trial_id, result) if collector is not None else False
+
+    def stop_all(self) -> bool:
+        collector = _COLLECTORS.get(self.key)
+        return collector.stop_all() if collector is not None else False
+
+
+class Collector(Callback):
+    """The search's first callback, and (through :class:`CollectorStopper`) its stopper.
 
     Checks that every result carries the metrics; counts every trial's epochs for
     ``epoch_budget`` and the search's time for ``time_budget_s`` (both across resumes); stops
@@ -77,6 +102,7 @@ class Collector(Callback, Stopper):
         self.run_dir = run_dir
         self.epochs: dict[str, int] = {}  # trial id -> epochs it has run (its highest step)
         self.elapsed_s = 0.0  # search time of earlier runs of this search (before a resume)
+        self.key = uuid.uuid4().hex
         self._runtime()
 
     def _runtime(self) -> None:
@@ -87,11 +113,15 @@ class Collector(Callback, Stopper):
         self._ray_trials: list[Any] = []  # Ray's own list (kept current by Ray)
         self._iteration = 0
         self._started = time.monotonic()
+        _COLLECTORS[self.key] = self
+
+    def stopper(self) -> CollectorStopper:
+        """The stopper to give Ray for this collector."""
+        return CollectorStopper(self.key)
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("metrics", "searcher", "search_alg", "outcomes", "epoch_budget", "time_budget_s", "trial_budget",
-                "downstream", "unpacker",
-                "run_dir", "epochs", "elapsed_s")
+                "downstream", "unpacker", "run_dir", "epochs", "elapsed_s", "key")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -155,7 +185,7 @@ class Collector(Callback, Stopper):
         self._write_outcomes({"epochs": dict(self.epochs), "elapsed_s": self.search_time(),
                               "outcomes": self.outcomes.state()})
 
-    # -- Ray's stopper -------------------------------------------------------------------------
+    # -- the stopper's work (Ray calls it through CollectorStopper) -----------------------------
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         if self.epoch_budget is not None:

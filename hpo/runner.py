@@ -177,7 +177,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
                     name=run_dir.name,
                     storage_path=str(run_dir.parent),
                     callbacks=[collector, *downstream, JsonLoggerCallback()],
-                    stop=collector,
+                    stop=collector.stopper(),
                     verbose=0,
                     failure_config=tune.FailureConfig(max_failures=exp.max_failures),
                     checkpoint_config=tune.CheckpointConfig(

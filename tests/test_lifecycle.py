@@ -284,3 +284,15 @@ def test_sync_takes_statuses_from_what_a_killed_search_saved(tmp_path: Path) -> 
     assert ends == {"p": ("pruned", None), "e": ("errored", None), "c": ("completed", None)}
     assert restored.pruned_at("p") == 1 and "running" not in ends
 
+
+
+def test_the_stopper_ray_restores_from_its_own_state_drives_the_live_collector() -> None:
+    c, outcomes, _, _ = _collector(epoch_budget=4)
+    c.on_step_begin(1, [FakeTrial("a")])
+    copy = cloudpickle.loads(cloudpickle.dumps(c.stopper()))  # what Ray's experiment state gives back
+    copy("a", {"loss": 0.5, STEP_KEY: 2})
+    assert c.epochs == {"a": 2} and not copy.stop_all()
+    copy("a", {"loss": 0.4, STEP_KEY: 3})
+    c.epochs["b"] = 1
+    assert copy.stop_all() and c.stop_reason == "epoch budget" and outcomes.cut_of("a") == (3, "epoch budget")
+    assert len(cloudpickle.dumps(c.stopper())) < 300  # the key only: no searcher, no callbacks

@@ -276,3 +276,42 @@ def test_kill_9_at_three_moments_then_resume_loses_and_duplicates_nothing(tmp_pa
         "SELECT count(*) FROM runs r WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid=r.run_uuid "
         "AND t.key='mlflow.parentRunId')").fetchone()[0]
     assert parents == 1
+
+
+def test_kill_9_then_resume_keeps_pruned_records_and_the_epoch_budget_spent(tmp_path, ray_address):
+    exp = _yaml(tmp_path, "name: kb\ntrainable: tests.trainables:quadratic\nspace:\n"
+                          "  x: {type: float, low: 0, high: 1}\n  steps: 4\n  sleep: 0.5\nmetric: loss\nmode: min\n"
+                          "strategy: {searcher: random, scheduler: asha, max_t: 4, seed: 7, "
+                          "scheduler_options: {grace_period: 1, reduction_factor: 2}}\n"
+                          "num_samples: 200\nmax_concurrent: 2\nepoch_budget: 80\n")
+    db, runs = tmp_path / "mlflow.db", tmp_path / "hpo_results"
+
+    def pruned_in_mlflow() -> set[str]:
+        if not db.exists():
+            return set()
+        return {tid for (tid,) in sqlite3.connect(db).execute(
+            "SELECT t.value FROM tags t JOIN tags s ON s.run_uuid=t.run_uuid WHERE t.key='hpo.trial_id' "
+            "AND s.key='hpo.status' AND s.value LIKE 'pruned%'")}
+
+    def spent() -> int:
+        saved = runs.glob("kb-*/outcomes.json")
+        return max((sum(json.loads(p.read_text())["epochs"].values()) for p in saved), default=0)
+
+    proc = _start(tmp_path, "run", str(exp), "--address", ray_address)
+    # Ray saves its experiment state (and the collector's with it) at least every 10 s
+    _wait_for(lambda: len(pruned_in_mlflow()) >= 2 and spent() >= 10, proc, what="pruned trials and a state save")
+    before, spent_before = pruned_in_mlflow(), spent()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out = hpo_cli("resume", "kb", "--json", "--address", ray_address, cwd=tmp_path)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    run_dir = find_run_dir("kb", str(runs))
+    statuses = check_records(run_dir, db, "loss")
+    # trials ASHA pruned before the kill come back pruned (random search keeps no Optuna record of them)
+    kept = {tid for tid in before if tid in statuses}
+    assert kept and all(statuses[tid] == "pruned" for tid in kept), {tid: statuses.get(tid) for tid in before}
+    # the budget goes on from what was spent: about 80 epochs in all, not 80 more
+    records = saved_records(run_dir)
+    total = sum(r["steps"] for r in records)
+    assert summary["stop_reason"] == "epoch budget" and spent_before < 80
+    assert 80 <= total <= 80 + 2 * 4, (total, spent_before)

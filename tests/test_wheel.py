@@ -26,19 +26,21 @@ def test_wheel_ships_its_spaces_and_runs_the_quickstart_from_a_fresh_venv(tmp_pa
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"hpo/search_spaces/mlp.yaml", "hpo/search_spaces/cnn.yaml", "hpo/py.typed"} <= names
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # A clean environment: no PYTHONPATH or working directory that would show pip this checkout's hpo.
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled"}
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env, cwd=tmp_path)
     py = venv / "bin" / "python"
     site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
-    # The dependencies come from this environment (a .pth line adds its site-packages after the
-    # new venv's own); hpo itself comes from the wheel only.
-    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+                               capture_output=True, text=True, check=True, env=env, cwd=tmp_path).stdout.strip())
     subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)], check=True,
-                   capture_output=True, timeout=300)
+                   capture_output=True, timeout=300, env=env, cwd=tmp_path)
+    assert (site / "hpo" / "search_spaces" / "mlp.yaml").is_file()
+    # The dependencies come from this environment (a .pth line adds its site-packages after the
+    # new venv's own; written after the install, so pip never sees this environment's editable hpo).
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     work = tmp_path / "elsewhere"
     work.mkdir()
     shutil.copy(ROOT / "examples" / "quickstart.yaml", work / "quickstart.yaml")
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled"}
     where = subprocess.run([str(py), "-c", "import hpo; print(hpo.__file__)"], cwd=work, env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
     assert where.startswith(str(site)), where
