@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import HpoConfigError, Shown
-from hpo.params import Categorical, Fixed, Float, Grid, Int, Param, lattice_size, param_from_dict
+from hpo.params import Categorical, Fixed, Float, Grid, Int, Param, param_from_dict
 
 __all__ = [
     "Categorical",
@@ -36,22 +36,6 @@ __all__ = [
 ]
 
 SEARCH_SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"  # shipped in the wheel
-_PRIMITIVES = (type(None), bool, int, float, str)
-
-
-def _suggest_value(trial: Any, name: str, p: Param) -> Any:
-    if isinstance(p, Fixed):
-        return p.value
-    if isinstance(p, Float):
-        return trial.suggest_float(name, p.low, p.high, log=p.log, step=p.step)
-    if isinstance(p, Int):
-        return trial.suggest_int(name, p.low, p.high, step=p.step or 1, log=p.log)
-    assert isinstance(p, Categorical)
-    if all(isinstance(c, _PRIMITIVES) for c in p.choices):
-        return trial.suggest_categorical(name, list(p.choices))
-    # Optuna stores only primitives: search the index, hand the trial the real value.
-    idx = trial.suggest_categorical(name, list(range(len(p.choices))))
-    return p.choices[idx]
 
 
 class SearchSpace:
@@ -180,26 +164,15 @@ class SearchSpace:
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Sample a config define-by-run from an ``optuna.Trial`` (conditionals honoured)."""
-        config: dict[str, Any] = {}
-        for name, p in self.params.items():
-            if self.is_active(name, config):
-                config[name] = _suggest_value(trial, name, p)
-        return config
+        from hpo._optuna_space import suggest
+
+        return suggest(self, trial)
 
     def to_optuna(self) -> dict[str, Any]:
         """Optuna distributions for every non-fixed parameter (conditionals included)."""
-        import optuna.distributions as od
+        from hpo._optuna_space import distributions
 
-        out: dict[str, Any] = {}
-        for name, p in self.params.items():
-            if isinstance(p, Float):
-                out[name] = od.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
-            elif isinstance(p, Int):
-                out[name] = od.IntDistribution(p.low, p.high, log=p.log, step=p.step or 1)
-            elif isinstance(p, Categorical):
-                prim = all(isinstance(c, _PRIMITIVES) for c in p.choices)
-                out[name] = od.CategoricalDistribution(list(p.choices) if prim else list(range(len(p.choices))))
-        return out
+        return distributions(self)
 
     def to_ray(self) -> dict[str, Any]:
         """A Ray Tune ``param_space`` with inclusive bounds; conditionals become ``sample_from``.
@@ -213,16 +186,9 @@ class SearchSpace:
             >>> sorted({dom.sample() for _ in range(200)})
             [1, 5, 9]
         """
-        from ray import tune
+        from hpo._ray_domains import param_space
 
-        out: dict[str, Any] = {}
-        for name, p in self.params.items():
-            dom = _ray_domain(p)
-            if p.when:
-                out[name] = tune.sample_from(_RayConditional(name, p.when, dom))
-            else:
-                out[name] = dom
-        return out
+        return param_space(self)
 
     def grid(self, key: str = "space") -> list[dict[str, Any]]:
         """Every combination of grid/categorical/fixed values; inactive parameters are left out."""
@@ -267,42 +233,6 @@ class SearchSpace:
                 d["when"] = {k: list(v) for k, v in p.when.items()}
             out[name] = d
         return out
-
-
-class _RayConditional:
-    """Picklable ``sample_from`` body: samples the domain only when the parent condition holds."""
-
-    def __init__(self, name: str, when: dict[str, tuple[Any, ...]], domain: Any) -> None:
-        self.name, self.when, self.domain = name, when, domain
-
-    def __call__(self, spec: Any) -> Any:
-        cfg = spec.config
-        if all(cfg.get(parent) in vals for parent, vals in self.when.items()):
-            return self.domain.sample() if hasattr(self.domain, "sample") else self.domain
-        return None
-
-
-def _ray_domain(p: Param) -> Any:
-    from ray import tune
-
-    if isinstance(p, Fixed):
-        return p.value
-    if isinstance(p, Grid) and not p.when:
-        return tune.grid_search(list(p.choices))
-    if isinstance(p, Categorical):
-        return tune.choice(list(p.choices))
-    if not isinstance(p, (Float, Int)):
-        raise TypeError(f"no Ray domain for {type(p).__name__}")
-    if p.step is not None and not (isinstance(p, Int) and p.step == 1):
-        # Ray's quniform/qrandint round to multiples of q from 0 (Int(1, 10, step=4) would draw
-        # 4 and 8); draw the index k of low + k * step instead, as Optuna does.
-        from hpo._ray_domains import Lattice
-
-        return Lattice(p.low, p.step, lattice_size(p.low, p.high, p.step))
-    if isinstance(p, Float):
-        return tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
-    # randint/lograndint exclude the upper bound: add one so `high` can be drawn.
-    return tune.lograndint(p.low, p.high + 1) if p.log else tune.randint(p.low, p.high + 1)
 
 
 def _resolve(spec: Any, base_dir: Path, key: str, seen: tuple[Path, ...]) -> dict[str, Param]:

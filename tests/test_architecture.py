@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Lower layers first; a module may import its own layer or those below (ARCHITECTURE.md, README's layout).
 LAYERS: list[tuple[str, ...]] = [
-    ("hpo.errors", "hpo.wire", "hpo.params", "hpo._imports", "hpo._yaml", "hpo._ray_domains", "hpo._trials",
+    ("hpo.errors", "hpo.wire", "hpo.params", "hpo._imports", "hpo._yaml", "hpo._ray_domains", "hpo._optuna_space",
+     "hpo._trials",
      "hpo._compat", "hpo._compat.ray", "hpo._compat.mlflow", "hpo.strategies._outcomes",
      "hpo.strategies._constraints"),
     ("hpo.space",),
@@ -26,8 +27,8 @@ LAYERS: list[tuple[str, ...]] = [
      "hpo.train.loop", "hpo.train.best", "hpo.train.lr_find", "hpo.train.builtin", "hpo.validate", "hpo.session",
      "hpo.packing", "hpo.rundir", "hpo.ray_env", "hpo.results", "hpo.plots", "hpo.progress", "hpo.lifecycle",
      "hpo.tracking", "hpo.tracking.mlflow", "hpo.tracking.search_record", "hpo.reports"),
-    ("hpo.runner", "hpo.sync", "hpo.export", "hpo.testing", "hpo.testing.conformance", "hpo.testing.processes",
-     "hpo.testing.mlflow_server"),
+    ("hpo.runner", "hpo.nightly", "hpo.sync", "hpo.export", "hpo.testing", "hpo.testing.conformance",
+     "hpo.testing.processes", "hpo.testing.mlflow_server"),
     ("hpo.cli", "hpo"),
 ]
 
