@@ -369,6 +369,7 @@ class MlflowTracker(Callback):
                 if new:
                     params.setdefault(tid, {}).update(new)  # rides along with the trial's first batch
             elif kind == "result":
+                fresh = False
                 for step, entry in result_steps(payload):  # one result may carry several epochs
                     prev = steps.get(tid, self._logged_step.get(tid, 0))
                     if step <= prev:
@@ -386,9 +387,11 @@ class MlflowTracker(Callback):
                     for k, v in values.items():
                         metrics.setdefault(tid, []).append(
                             Metric(k, v if math.isfinite(v) else float("nan"), ts, step))
-                    steps[tid] = step
+                    steps[tid], fresh = step, True
+                if not fresh:
+                    continue  # all of it is in MLflow already (a resumed search's replay): no request
                 node = payload.get(NODE_KEY) or payload.get("node_ip")
-                tags.setdefault(tid, {}).update({"hpo.node": str(node), "hpo.last_step": str(steps.get(tid, 0))})
+                tags.setdefault(tid, {}).update({"hpo.node": str(node), "hpo.last_step": str(steps[tid])})
                 if payload.get(GPU_KEY):
                     tags[tid]["hpo.gpu"] = str(payload[GPU_KEY])
             else:

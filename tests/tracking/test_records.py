@@ -125,6 +125,8 @@ def test_a_resumed_search_records_trials_that_ended_before_their_run_existed(tmp
     _drain(third)
     assert {tid: _steps(third, r) for tid, r in _children(third).items()} == {"a": [1, 2, 3], "b": [1, 2],
                                                                                 "c": [1, 2]}
+    assert {tid: r.data.tags["hpo.last_step"] for tid, r in _children(third).items()} == {"a": "3", "b": "2",
+                                                                                          "c": "2"}
 
 
 def test_another_tracking_store_gets_a_parent_run_of_its_own(tmp_path: Path, uri: str) -> None:
