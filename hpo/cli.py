@@ -1,4 +1,5 @@
-"""The ``hpo`` command: run, validate, resume, export and report searches; list strategies; find lr bounds.
+"""The ``hpo`` command: run, validate, resume, export and report searches; nightly searches; list strategies;
+find lr bounds.
 
 Heavy imports (Ray, torch, MLflow) happen only inside the commands that need them, so
 ``hpo --help`` and ``hpo validate`` stay fast.
@@ -26,6 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: experiment file, MLFLOW_TRACKING_URI, "
                                           "or sqlite:///mlflow.db)")
     r.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+
+    n = sub.add_parser("nightly", help="run tonight's search of an experiment, warm-started from earlier nights")
+    n.add_argument("experiment", help="experiment YAML file")
+    n.add_argument("--date", help="the night, YYYY-MM-DD (default: today in nightly.timezone)")
+    n.add_argument("--time-budget", help="the night's search time, e.g. 2h, 30m, 90s (default: nightly.time_budget)")
+    n.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a key of the experiment file (repeatable)")
+    n.add_argument("--address", help="join an existing Ray cluster")
+    n.add_argument("--tracking-uri", help="MLflow tracking URI")
+    n.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
 
     v = sub.add_parser("validate", help="check an experiment file without running anything")
     v.add_argument("experiment")
@@ -111,6 +122,34 @@ def _print_summary(results: Any, as_json: bool) -> None:
         print(f"mlflow: experiment {summary['mlflow_experiment_id']}, parent run {summary['parent_run_id']}")
 
 
+def _nightly(args: argparse.Namespace) -> int:
+    from hpo.config import load_experiment
+    from hpo.nightly import EXIT_RUNNING, NightLocked, nightly
+
+    exp = load_experiment(args.experiment, args.overrides)
+    try:
+        night = nightly(exp, date=args.date, time_budget=args.time_budget, address=args.address,
+                        tracking_uri=args.tracking_uri)
+    except NightLocked as exc:
+        print(f"hpo: {exc}; this one exits", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"name": exp.name, "night": args.date, "exit_code": EXIT_RUNNING}), flush=True)
+        return EXIT_RUNNING
+    if night.message:
+        print(f"hpo: {night.message}", file=sys.stderr)
+    s = night.summary
+    if args.json:
+        print(json.dumps(s, default=str), flush=True)
+    elif s:
+        lineage = f"{s['lineage']} (new)" if s.get("new_lineage") else s["lineage"]
+        print(f"night {s['night']} of {s['name']}: {s['trials_this_night']} trials tonight, "
+              f"{s['trials_in_study']} in lineage {lineage}")
+        print(f"best {s['metric']} tonight: {s['best_metric']}")
+        print(f"best config tonight: {json.dumps(s['best_config'], default=str)}")
+        print(f"data fingerprint: {s['data_fingerprint']}; run directory: {s['run_dir']}; exit code {s['exit_code']}")
+    return night.exit_code
+
+
 def _strategies() -> None:
     from hpo.strategies import list_strategies
 
@@ -143,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
             exp = load_experiment(args.experiment, args.overrides)
             _print_summary(run(exp, address=args.address, tracking_uri=args.tracking_uri), args.json)
+        elif args.command == "nightly":
+            return _nightly(args)
         elif args.command == "resume":
             from hpo.runner import resume
 

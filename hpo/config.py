@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -28,7 +29,8 @@ from hpo.errors import HpoConfigError, Shown
 from hpo.space import SearchSpace
 from hpo.strategies import StrategySpec, canonical_name, capabilities, check_strategy, get_strategy
 
-__all__ = ["Experiment", "Resources", "StrategyConfig", "TrackingConfig", "load_experiment", "apply_overrides"]
+__all__ = ["Experiment", "NightlyConfig", "Resources", "StrategyConfig", "TrackingConfig", "apply_overrides",
+           "check_storage_url", "check_timezone", "load_experiment", "mask_url", "parse_duration"]
 
 BUILTIN_TRAINABLE = "hpo.train:train"
 # The built-in task's `epochs` when the task leaves it out (hpo.train.task.TaskConfig.epochs; a
@@ -103,6 +105,119 @@ class TrackingConfig(_Strict):
     register_model: str | None = Field(None, description="Also register it in the model registry under this name")
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")  # Optuna's relational storages (SQLAlchemy URLs)
+
+
+def parse_duration(text: Any, key: str = "nightly.time_budget") -> float:
+    """Seconds in a duration such as ``"2h"``, ``"30m"``, ``"90s"``, ``"1d"`` or ``"1h30m"``.
+
+    Example:
+        >>> parse_duration("1h30m"), parse_duration("90s"), parse_duration("0.5h")
+        (5400.0, 90.0, 1800.0)
+        >>> parse_duration("2 hours")
+        Traceback (most recent call last):
+        ...
+        hpo.errors.HpoConfigError: nightly.time_budget: must be a duration: numbers with units s, m, h or d, \
+like '2h', '30m', '90s' or '1h30m', but got '2 hours'
+    """
+    rule = "must be a duration: numbers with units s, m, h or d, like '2h', '30m', '90s' or '1h30m'"
+    if not isinstance(text, str) or not text.strip():
+        raise HpoConfigError(key, rule, text)
+    compact = text.strip().lower()
+    parts = _DURATION.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise HpoConfigError(key, rule, text)
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise HpoConfigError(key, "must be longer than zero", text)
+    return seconds
+
+
+def check_timezone(name: Any, key: str = "nightly.timezone") -> str:
+    """``name`` if it is an IANA time zone (``UTC``, ``Europe/Berlin``), else an error.
+
+    Example:
+        >>> check_timezone("Europe/Berlin")
+        'Europe/Berlin'
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(name, str) or not name.strip():
+        raise HpoConfigError(key, "must be an IANA time zone name like 'UTC' or 'Europe/Berlin'", name)
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise HpoConfigError(key, "must be an IANA time zone name like 'UTC' or 'Europe/Berlin'", name) from None
+    return name
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password masked, for messages and records.
+
+    Example:
+        >>> mask_url("postgresql://hpo:s3cr%40t@db/optuna"), mask_url("postgresql://hpo@db/optuna")
+        ('postgresql://hpo:***@db/optuna', 'postgresql://hpo@db/optuna')
+    """
+    return re.sub(r"//([^/:@]*):[^/]*@", r"//\1:***@", url)
+
+
+def check_storage_url(url: Any, key: str = "nightly.storage") -> str:
+    """``url`` if it is an Optuna relational storage URL (SQLite, PostgreSQL, MySQL), else an error;
+    an SQLite file must be in an existing directory.
+
+    Example:
+        >>> check_storage_url("postgresql://hpo@db:5432/optuna")
+        'postgresql://hpo@db:5432/optuna'
+        >>> check_storage_url("redis://localhost")
+        Traceback (most recent call last):
+        ...
+        hpo.errors.HpoConfigError: nightly.storage: must be a database URL starting with sqlite:, postgresql: or \
+mysql: (an optional +driver allowed), but got 'redis://localhost'
+    """
+    rule = "must be a database URL starting with sqlite:, postgresql: or mysql: (an optional +driver allowed)"
+    if not isinstance(url, str) or "://" not in url:
+        raise HpoConfigError(key, rule, mask_url(url) if isinstance(url, str) else url)
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in STORAGE_SCHEMES:
+        raise HpoConfigError(key, rule, mask_url(url))
+    if scheme == "sqlite":
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if not path or path == ":memory:":
+            raise HpoConfigError(key, "must name an SQLite file (a study in memory is lost when the night ends)",
+                                 url, "Write e.g. sqlite:////data/optuna.db.")
+        if not Path(path).parent.is_dir():
+            raise HpoConfigError(key, "must name an SQLite file in an existing directory", url)
+    return url
+
+
+class NightlyConfig(_Strict):
+    """Settings of ``hpo nightly``: where the lineage's Optuna study lives, how long a night may run,
+    and the time zone that says which date "today" is."""
+
+    storage: str | None = Field(None, description="Optuna storage URL; default sqlite:///<storage_path>/optuna.db")
+    time_budget: str | None = Field(None, description="A night's search time, e.g. '2h', '30m', '90s'")
+    timezone: str = "UTC"
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str | None) -> str | None:
+        return None if v is None else check_storage_url(v)
+
+    @field_validator("time_budget")
+    @classmethod
+    def _time_budget(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        return check_timezone(v)
+
+
 class Experiment(_Strict):
     """A whole search: what to train, over which space, how, and where to record it."""
 
@@ -128,6 +243,7 @@ class Experiment(_Strict):
         "packs to last about a second once trials are seen to be short; 1 never packs")
     keep_checkpoints: int | None = Field(None, ge=1, description="Checkpoints kept per trial: the best by the "
                                          "metric plus always the latest (default 2; 4 with PBT)")
+    nightly: NightlyConfig = Field(default_factory=lambda: NightlyConfig())  # used by `hpo nightly` only
 
     @field_validator("space", mode="before")
     @classmethod

@@ -7,7 +7,11 @@ experiment state and trial directories and hpo's own files:
   run of each tracking store the search was recorded in;
 * ``outcomes.json``: how every trial that ended so far ended (written with each of Ray's
   experiment-state saves, so it matches what Ray would resume);
-* ``trials.json``: every trial's final record, written when the search ends.
+* ``trials.json``: every trial's final record, written when the search ends;
+* ``night.json`` (``hpo nightly`` only): the night's date, lineage and data fingerprint, and,
+  once it ended, its exit code and summary.
+
+A night of ``hpo nightly`` has the run directory ``<storage_path>/<name>-<YYYY-MM-DD>``: one per date.
 
 Every file here is written to a temporary name and renamed into place, so a crash never leaves
 a half-written one.
@@ -25,13 +29,16 @@ from typing import Any
 
 from hpo.errors import HpoConfigError
 
-__all__ = ["OUTCOMES_FILE", "STATE_FILE", "TRIALS_FILE", "find_run_dir", "new_run_dir", "read_json",
-           "read_state", "saved_records", "trial_histories", "update_state", "write_json"]
+__all__ = ["NIGHT_FILE", "OUTCOMES_FILE", "STATE_FILE", "TRIALS_FILE", "find_run_dir", "new_run_dir", "night_run_dir",
+           "night_run_dirs", "read_json", "read_state", "saved_records", "trial_histories", "update_state",
+           "write_json"]
 
 STATE_FILE = "hpo_state.json"
 TRIALS_FILE = "trials.json"  # every trial's record, written when a search ends
 OUTCOMES_FILE = "outcomes.json"  # how each trial ended so far, written with Ray's experiment state
+NIGHT_FILE = "night.json"  # hpo nightly: the night's lineage and fingerprint, then its exit code and summary
 _STAMP = r"\d{8}-\d{6}(?:\.\d+)?"
+_DATE = r"\d{4}-\d{2}-\d{2}"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -71,6 +78,25 @@ def new_run_dir(storage_path: str | os.PathLike[str], name: str) -> Path:
         run_dir = base.with_name(f"{base.name}.{n}")  # from the base: a name may contain dots itself
         n += 1
     return run_dir
+
+
+def night_run_dir(storage_path: str | os.PathLike[str], name: str, date: str) -> Path:
+    """The run directory of the night ``date`` (``YYYY-MM-DD``) of search ``name``: always the same path.
+
+    Example:
+        >>> night_run_dir("/runs", "mlp", "2026-11-29").as_posix()
+        '/runs/mlp-2026-11-29'
+    """
+    return Path(storage_path).resolve() / f"{name}-{date}"
+
+
+def night_run_dirs(storage_path: str | os.PathLike[str], name: str) -> dict[str, Path]:
+    """date -> run directory of every night of search ``name`` under ``storage_path``, in date order
+    (``mlp`` never matches ``mlp-small-2026-11-29``)."""
+    root = Path(storage_path)
+    pattern = re.compile(re.escape(name) + "-(" + _DATE + ")$")
+    found = {m.group(1): d.resolve() for d in root.glob("*") if d.is_dir() and (m := pattern.fullmatch(d.name))}
+    return dict(sorted(found.items()))
 
 
 def find_run_dir(name_or_path: str, storage_path: str = "hpo_results") -> Path:

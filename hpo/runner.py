@@ -49,12 +49,21 @@ def run(
     trainable: Callable[..., Any] | str | None = None,
     address: str | None = None,
     tracking_uri: str | None = None,
+    run_dir: str | Path | None = None,
+    study_storage: str | None = None,
+    study_name: str | None = None,
+    trial_attrs: dict[str, str] | None = None,
+    parent_tags: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> Results:
     """Run a search and return its :class:`~hpo.results.Results`.
 
     Accepts an :class:`~hpo.config.Experiment`, a dict in the experiment-file format, or the
-    same keys as keyword arguments.
+    same keys as keyword arguments. ``run_dir`` fixes the run directory (default: a new
+    ``<storage_path>/<name>-<timestamp>``); ``study_storage`` and ``study_name`` keep an Optuna
+    searcher's study in that storage (loaded if it exists, so the sampler sees its earlier
+    trials); ``trial_attrs`` are Optuna user attributes set on every trial the search asks for
+    (they need ``study_storage``); ``parent_tags`` are added to the MLflow parent run.
 
     Example:
         >>> import hpo
@@ -76,10 +85,15 @@ def run(
     validate(exp, tracking_uri)
     if exp.tracking.enabled:
         tracking_uri = tracking_uri_of(exp, tracking_uri)
+    if trial_attrs and not study_storage:
+        raise HpoConfigError("trial_attrs", "need `study_storage`: the tagged study is reopened from its storage",
+                             trial_attrs)
     data = load_data_meanwhile(exp)
-    run_dir = new_run_dir(exp.storage_path, exp.name)
-    return _execute(exp, run_dir, address or exp.address, tracking_uri, restore=False,
-                    fn=trainable if callable(trainable) else None, data=data)
+    where = Path(run_dir).resolve() if run_dir is not None else new_run_dir(exp.storage_path, exp.name)
+    return _execute(exp, where, address or exp.address, tracking_uri, restore=False,
+                    fn=trainable if callable(trainable) else None, data=data,
+                    study={"storage": study_storage, "name": study_name, "attrs": trial_attrs or {},
+                           "parent_tags": parent_tags or {}})
 
 
 def resume(name_or_path: str, *, trainable: Callable[..., Any] | None = None, storage_path: str = "hpo_results",
@@ -105,13 +119,13 @@ def resume(name_or_path: str, *, trainable: Callable[..., Any] | None = None, st
 
 
 def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: str | None, *, restore: bool,
-             fn: Callable[..., Any] | None, data: Future) -> Results:
+             fn: Callable[..., Any] | None, data: Future, study: dict[str, Any] | None = None) -> Results:
     from ray import tune
 
     from hpo.lifecycle import EXIT_CODES, Collector, catch_signals
     from hpo.packing import PackingSearcher, Unpacker
     from hpo.progress import Progress
-    from hpo.strategies import TrialOutcomes, build_strategy, capabilities
+    from hpo.strategies import TaggedStudy, TrialOutcomes, build_strategy, capabilities
     from hpo.tracking.mlflow import MlflowTracker
 
     num_samples = exp.resolved_num_samples()
@@ -134,10 +148,16 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(run_dir / STATE_FILE, {"experiment": exp.to_record(), "created": time.time()})
             outcomes = TrialOutcomes()
+            study = study or {}
             searcher, scheduler = build_strategy(exp.strategy.spec(), exp.space, exp.metrics, exp.modes, exp.budget,
-                                                 outcomes)
+                                                 outcomes, storage=study.get("storage"), study_name=study.get("name"))
+            if study.get("attrs") and getattr(searcher, "study", None) is not None:
+                searcher.study = TaggedStudy(searcher.study.study_name, study["storage"], searcher.study.sampler,
+                                             study["attrs"])
             tracker = search_tracker(exp, run_dir, outcomes, tracking_uri, write_files=write_search_files,
                                      model_logger=log_to_mlflow) if exp.tracking.enabled else None
+            if tracker is not None:
+                tracker.parent_tags.update(study.get("parent_tags", {}))
             from ray.tune.logger import JsonLoggerCallback
 
             # Ray's JSON logger keeps each trial's full result history on disk (params.json,

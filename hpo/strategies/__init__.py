@@ -40,6 +40,7 @@ __all__ = [
     "StrategyContext",
     "StrategyInfo",
     "StrategySpec",
+    "TaggedStudy",
     "TrialOutcomes",
     "build_strategy",
     "canonical_name",
@@ -228,3 +229,12 @@ def build_strategy(
     inputs = {name: given[name] for name in _SCHEDULER_INPUTS if name in takes}
     scheduler = scheduler_info.factory(**inputs, **spec.scheduler_options)
     return searcher, wrap_scheduler(scheduler, outcomes, budget, space)
+
+
+def __getattr__(name: str) -> Any:
+    # Optuna-backed classes load on first use: `hpo --help` and `hpo validate` import no Optuna or Ray.
+    if name == "TaggedStudy":
+        from hpo.strategies._optuna import TaggedStudy
+
+        return TaggedStudy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -155,6 +155,27 @@ class OptunaSearcher(Searcher):
             self.set_state(pickle.load(f))
 
 
+class TaggedStudy(optuna.Study):
+    """An Optuna study that sets ``attrs`` as user attributes on every trial it is asked for
+    (``hpo nightly``: ``night=<date>``). Pickled with the searcher, so a resumed search keeps tagging.
+
+    Example:
+        >>> study = TaggedStudy("s", "sqlite:///:memory:", None, {"night": "2026-11-29"})  # doctest: +SKIP
+        >>> study.ask().user_attrs  # doctest: +SKIP
+        {'night': '2026-11-29'}
+    """
+
+    def __init__(self, study_name: str, storage: Any, sampler: Any, attrs: dict[str, str]) -> None:
+        super().__init__(study_name=study_name, storage=storage, sampler=sampler)
+        self.trial_attrs = dict(attrs)
+
+    def ask(self, fixed_distributions: Any = None) -> Any:
+        trial = super().ask(fixed_distributions)
+        for key, value in self.trial_attrs.items():
+            trial.set_user_attr(key, value)
+        return trial
+
+
 # -- TPE with a capped history -------------------------------------------------------------------
 
 try:  # Optuna's own split into TPE's "good" and "bad" groups (private; present in Optuna 4.x and 5.x)

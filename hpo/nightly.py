@@ -1,0 +1,366 @@
+"""``hpo nightly``: the same search once per date, warm-started from every earlier night.
+
+A night is one search in the run directory ``<storage_path>/<name>-<YYYY-MM-DD>``, recorded in
+the experiment's MLflow experiment (the same for every night) with a parent run tagged
+``hpo.night``, ``hpo.lineage`` and ``hpo.data_fingerprint``. Its Optuna searcher uses one
+study per *lineage* in a relational storage (``nightly.storage``; default
+``sqlite:///<storage_path>/optuna.db``), named ``hpo-<name>-<space hash>``: the sampler sees
+every earlier night's trials, each new trial carries the user attribute ``night=<date>``, and a
+changed search space starts a new lineage.
+
+The same date again does nothing for a night that ended (same exit code) and continues one that
+was interrupted or killed (``hpo resume``'s machinery). A file lock
+(``<storage_path>/<name>.nightly.lock``, ``fcntl.flock``) keeps two nights of one experiment
+from running at once; the operating system releases it when a night's process dies.
+
+Example:
+    >>> from hpo.config import Experiment
+    >>> exp = Experiment.from_dict({"name": "demo", "task": {"dataset": "iris", "epochs": 2},
+    ...                             "space": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1}},
+    ...                             "metric": "val_accuracy"})
+    >>> study_name(exp)  # doctest: +ELLIPSIS
+    'hpo-demo-...'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import logging
+import os
+import pickle
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hpo.config import Experiment, check_timezone, mask_url, parse_duration
+from hpo.errors import HpoConfigError, SearchInterrupted
+from hpo.rundir import (
+    NIGHT_FILE,
+    STATE_FILE,
+    TRIALS_FILE,
+    night_run_dir,
+    night_run_dirs,
+    read_json,
+    read_state,
+    write_json,
+)
+from hpo.strategies import capabilities, get_strategy
+from hpo.tracking.search_record import space_hash
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "EXIT_RUNNING", "NightLocked", "NightPlan", "NightResult",
+           "data_fingerprint", "database_url", "night_lock", "night_seed", "nightly", "plan_night", "reconcile",
+           "study_name"]
+
+log = logging.getLogger("hpo")
+
+EXIT_OK = 0  # the night ended (all trials done, or its time budget spent)
+EXIT_FAILED = 1  # the search raised
+EXIT_BAD_INPUT = 2  # bad input: nothing launched (or the trainable never reports the metric)
+EXIT_RUNNING = 3  # another night of this experiment holds the lock
+_INTERRUPTED = (130, 143)  # SIGINT, SIGTERM (as `hpo run`): the same date again continues the night
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class NightLocked(RuntimeError):
+    """Another ``hpo nightly`` of the same experiment is running (it holds the lock)."""
+
+
+@dataclass
+class NightPlan:
+    """A validated night: which date, where it runs, which lineage, with what budget."""
+
+    exp: Experiment  # the experiment as the night runs it (time budget, the night's seed)
+    date: str
+    run_dir: Path
+    lock_path: Path
+    storage: str
+    lineage: str
+
+
+@dataclass
+class NightResult:
+    """How ``hpo nightly`` ended: its exit code, the ``--json`` summary, and a message (or None)."""
+
+    exit_code: int
+    summary: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+
+
+def study_name(exp: Experiment) -> str:
+    """The lineage's Optuna study: ``hpo-<name>-<space hash>`` (never Optuna's default name, so two
+    experiments sharing a database never merge; a changed space is a new lineage)."""
+    return f"hpo-{exp.name}-{space_hash(exp)}"
+
+
+def night_seed(seed: int | None, date: str) -> int | None:
+    """The night's sampler seed: the same seed and date give the same configurations, but each night
+    draws new ones (one seed for every night would repeat the first night's random draws).
+
+    Example:
+        >>> night_seed(0, "2026-11-29") == night_seed(0, "2026-11-29") != night_seed(0, "2026-11-30")
+        True
+        >>> night_seed(None, "2026-11-29") is None
+        True
+    """
+    if seed is None:
+        return None
+    return int.from_bytes(hashlib.sha256(f"{seed}:{date}".encode()).digest()[:4], "big")
+
+
+def check_date(text: Any, key: str = "--date") -> str:
+    """``text`` if it is a real calendar date written ``YYYY-MM-DD``."""
+    rule = "must be a date written YYYY-MM-DD"
+    if not isinstance(text, str) or not _DATE.fullmatch(text):
+        raise HpoConfigError(key, rule, text)
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        raise HpoConfigError(key, f"{rule} (a real calendar date)", text) from None
+    return text
+
+
+def today(timezone: str) -> str:
+    """Today's date in ``timezone`` (an IANA name), as ``YYYY-MM-DD``."""
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.now(ZoneInfo(check_timezone(timezone))).date().isoformat()
+
+
+def plan_night(exp: Experiment, date: str | None = None, time_budget: str | None = None,
+               tracking_uri: str | None = None) -> NightPlan:
+    """Check everything a night needs, before anything is launched or written.
+
+    Raises:
+        HpoConfigError: a bad date or duration, a searcher that cannot warm-start (not an Optuna
+            sampler), or anything the one validation pass rejects.
+    """
+    from hpo.validate import validate
+
+    night = check_date(date) if date is not None else today(exp.nightly.timezone)
+    searcher = get_strategy(exp.strategy.searcher, "searcher", "strategy.searcher")
+    if searcher.kind != "sampler":
+        raise HpoConfigError("strategy.searcher", "must be an Optuna sampler to warm-start nights from one study "
+                             "(tpe, gp, cmaes, random, sobol, nsga2)", exp.strategy.searcher)
+    if capabilities(exp.strategy.spec(), exp.budget).rewrites_configs:
+        raise HpoConfigError("strategy.scheduler", "must leave the sampling to the Optuna searcher: this scheduler "
+                             "samples the space itself, so nights cannot warm-start", exp.strategy.scheduler)
+    budget_s = exp.time_budget_s
+    if time_budget is not None:
+        budget_s = parse_duration(time_budget, "--time-budget")
+    elif exp.nightly.time_budget is not None:
+        budget_s = parse_duration(exp.nightly.time_budget)
+    strategy = exp.strategy.model_copy(update={"seed": night_seed(exp.strategy.seed, night)})
+    night_exp = exp.model_copy(update={"time_budget_s": budget_s, "strategy": strategy})
+    validate(night_exp, tracking_uri)
+    root = Path(exp.storage_path).resolve()
+    storage = database_url(exp.nightly.storage) if exp.nightly.storage else f"sqlite:///{root / 'optuna.db'}"
+    return NightPlan(night_exp, night, night_run_dir(root, exp.name, night), root / f"{exp.name}.nightly.lock",
+                     storage, study_name(exp))
+
+
+def database_url(url: str) -> str:
+    """``url`` with a PostgreSQL driver that is installed: SQLAlchemy 2.1 reads a bare
+    ``postgresql://`` as psycopg 3, so where only psycopg2 is installed it gets ``+psycopg2``.
+
+    Example:
+        >>> database_url("postgresql+psycopg://u@h/d"), database_url("sqlite:////tmp/o.db")
+        ('postgresql+psycopg://u@h/d', 'sqlite:////tmp/o.db')
+    """
+    from importlib.util import find_spec
+
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() == "postgresql" and find_spec("psycopg") is None and find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2{sep}{rest}"
+    return url
+
+
+@contextmanager
+def night_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if missing), or raise
+    :class:`NightLocked` at once. The lock dies with the process that holds it (also ``kill -9``)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = Path(path).read_text().strip() or "?"
+            raise NightLocked(f"another night of this experiment is running (process {holder} holds {path})") \
+                from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def data_fingerprint(exp: Experiment) -> str | None:
+    """16 hex digits identifying the built-in task's data set (its arrays and split), so nights on
+    different data are told apart; None for a custom trainable (its data is its own)."""
+    if not exp.is_builtin:
+        return None
+    import numpy as np
+
+    from hpo.train.builtin import load_data
+
+    ds = load_data(exp)
+    h = hashlib.sha256()
+    for name in ("x_dev", "y_dev", "x_test", "y_test", "val_idx"):
+        a = np.ascontiguousarray(getattr(ds, name))
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _ended(run_dir: Path, record: dict[str, Any]) -> bool:
+    """The night ran to its end (not interrupted, not killed): nothing left to do for its date."""
+    code = record.get("exit_code")
+    return code is not None and code not in _INTERRUPTED and (run_dir / TRIALS_FILE).exists()
+
+
+def _resumable_trials(run_dir: Path) -> set[int]:
+    """Numbers of the Optuna trials a resume of ``run_dir`` would continue (its saved searcher state)."""
+    if _ended(run_dir, read_json(run_dir / NIGHT_FILE, {}) or {}):
+        return set()
+    saved = sorted(run_dir.glob("searcher-state-*.pkl"))
+    if not saved:
+        return set()
+    try:
+        state = pickle.loads(saved[-1].read_bytes())  # written by hpo's searchers on this machine
+        if isinstance(state, dict) and "inner" in state:  # packing keeps the Optuna searcher's state inside
+            state = pickle.loads(state["inner"])
+        return {int(n) for n in (state.get("trials") or {}).values()} if isinstance(state, dict) else set()
+    except Exception:  # noqa: BLE001 - an unreadable state resumes nothing
+        return set()
+
+
+def reconcile(storage: str, lineage: str, storage_path: str | os.PathLike[str], name: str) -> list[int]:
+    """Tell FAIL every trial of the lineage's study left RUNNING by a night that was killed, unless a
+    resume of its night would continue it; returns their numbers.
+
+    Optuna's heartbeat does not cover ask-and-tell, so nothing else ends them. The caller holds the
+    night lock: no other night of this experiment is running.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    if lineage not in optuna.get_all_study_names(storage=storage):
+        return []
+    study = optuna.load_study(study_name=lineage, storage=storage)
+    nights = night_run_dirs(storage_path, name)
+    known: dict[Any, set[int]] = {}
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        night = t.user_attrs.get("night")
+        if night not in known:
+            known[night] = _resumable_trials(nights[night]) if night in nights else set()
+        if t.number not in known[night]:
+            study.tell(t.number, state=TrialState.FAIL)
+            failed.append(t.number)
+    return failed
+
+
+def _study_counts(storage: str, lineage: str, night: str) -> tuple[int, int]:
+    """(trials of this night, trials in the study)."""
+    import optuna
+
+    if lineage not in optuna.get_all_study_names(storage=storage):
+        return 0, 0
+    trials = optuna.load_study(study_name=lineage, storage=storage).get_trials(deepcopy=False)
+    return sum(1 for t in trials if t.user_attrs.get("night") == night), len(trials)
+
+
+def _previous_lineage(plan: NightPlan) -> str | None:
+    """The lineage of the latest earlier night of this experiment, if any."""
+    earlier = [d for date, d in night_run_dirs(plan.exp.storage_path, plan.exp.name).items() if date < plan.date]
+    for d in reversed(earlier):
+        lineage = (read_json(d / NIGHT_FILE, {}) or {}).get("lineage")
+        if lineage:
+            return str(lineage)
+    return None
+
+
+def nightly(exp: Experiment, *, date: str | None = None, time_budget: str | None = None, address: str | None = None,
+            tracking_uri: str | None = None) -> NightResult:
+    """Run the night ``date`` (default: today in ``nightly.timezone``) of ``exp``, warm-started from
+    the lineage's earlier nights; or nothing, if that night already ended.
+
+    Raises:
+        HpoConfigError: bad input (before anything is launched or written).
+        NightLocked: another night of this experiment is running.
+    """
+    plan = plan_night(exp, date, time_budget, tracking_uri)
+    plan.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with night_lock(plan.lock_path):
+        return _run_locked(plan, address, tracking_uri)
+
+
+def _run_locked(plan: NightPlan, address: str | None, tracking_uri: str | None) -> NightResult:
+    import optuna
+
+    from hpo.runner import resume, run
+
+    night_file = plan.run_dir / NIGHT_FILE
+    record = read_json(night_file, {}) or {}
+    if _ended(plan.run_dir, record):
+        summary = {**record.get("summary", {}), "skipped": True}
+        return NightResult(record["exit_code"], summary,
+                           f"night {plan.date} of {plan.exp.name} already ended (exit code {record['exit_code']}); "
+                           "nothing was run")
+    # Ray's tuner.pkl: the search got far enough to be resumed (before it, a night starts over in place)
+    resuming = (plan.run_dir / STATE_FILE).exists() and (plan.run_dir / "tuner.pkl").exists()
+    if not record or (not resuming and record.get("lineage") != plan.lineage):  # the night starts (over)
+        record = {"night": plan.date, "lineage": plan.lineage, "storage": mask_url(plan.storage),
+                  "new_lineage": plan.lineage not in optuna.get_all_study_names(storage=plan.storage),
+                  "previous_lineage": _previous_lineage(plan), "seed": plan.exp.strategy.seed,
+                  "time_budget_s": plan.exp.time_budget_s, "started": time.time()}
+    if resuming:
+        # a resumed night runs the experiment it was started with (hpo_state.json), in its own study
+        plan = replace(plan, exp=Experiment.from_dict(read_state(plan.run_dir)["experiment"]),
+                       lineage=str(record["lineage"]))
+    fingerprint = data_fingerprint(plan.exp)
+    record["data_fingerprint"] = fingerprint
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(night_file, record)
+    reconciled = reconcile(plan.storage, plan.lineage, plan.exp.storage_path, plan.exp.name)
+    results: Any = None
+    message = None
+    try:
+        if resuming:
+            results = resume(str(plan.run_dir), address=address, tracking_uri=tracking_uri)
+        else:
+            tags = {"hpo.night": plan.date, "hpo.lineage": plan.lineage,
+                    "hpo.data_fingerprint": fingerprint or "none"}
+            results = run(plan.exp, address=address, tracking_uri=tracking_uri, run_dir=plan.run_dir,
+                          study_storage=plan.storage, study_name=plan.lineage, trial_attrs={"night": plan.date},
+                          parent_tags=tags)
+        code = EXIT_OK
+    except SearchInterrupted as exc:
+        results, code = exc.results, exc.exit_code
+        message = (f"{exc.signal_name}: the night stopped; running trials were cut and recorded. Run the same "
+                   f"`hpo nightly` command with --date {plan.date} to continue it.")
+    except HpoConfigError as exc:
+        code, message = EXIT_BAD_INPUT, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a failed night is recorded with its exit code
+        log.exception("the night failed")
+        code, message = EXIT_FAILED, f"the night failed: {type(exc).__name__}: {exc}"
+    this_night, in_study = _study_counts(plan.storage, plan.lineage, plan.date)
+    summary = {
+        "name": plan.exp.name, "night": plan.date, "lineage": plan.lineage,
+        "new_lineage": record["new_lineage"], "previous_lineage": record.get("previous_lineage"),
+        "trials_this_night": this_night, "trials_in_study": in_study,
+        "best_metric": getattr(results, "best_metric", None), "best_config": getattr(results, "best_config", None),
+        "metric": plan.exp.metric, "mode": plan.exp.mode, "data_fingerprint": fingerprint,
+        "stop_reason": getattr(results, "stop_reason", None), "resumed": resuming, "reconciled": reconciled,
+        "skipped": False, "exit_code": code, "run_dir": str(plan.run_dir), "storage": mask_url(plan.storage),
+        "mlflow_experiment_id": getattr(results, "mlflow_experiment_id", None),
+        "parent_run_id": getattr(results, "parent_run_id", None), "error": message if code else None,
+    }
+    record.update(exit_code=code, summary=summary, ended=time.time())
+    write_json(night_file, record)
+    return NightResult(code, summary, message)
