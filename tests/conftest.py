@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,26 @@ def hpo_cli(*args: str, cwd: Path, timeout: float = 300, check: bool = True) -> 
     if check and proc.returncode != 0:
         raise AssertionError(f"hpo {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def start_hpo(cwd: Path, *args: str) -> subprocess.Popen:
+    """Start the ``hpo`` command in the background, in its own process group (killable as one)."""
+    return subprocess.Popen([sys.executable, "-m", "hpo.cli", *args], cwd=cwd, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for(cond: Any, proc: subprocess.Popen, timeout: float = 180, what: str = "") -> None:
+    """Poll ``cond()`` until true; fail if ``proc`` exits first (with its stderr) or on timeout."""
+    import sqlite3
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited ({proc.returncode}) before {what}:\n{proc.communicate()[1][-3000:]}")
+        try:
+            if cond():
+                return
+        except sqlite3.Error:  # a store being written by the other process
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

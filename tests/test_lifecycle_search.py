@@ -16,8 +16,6 @@ import pickle
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import hpo
 from hpo.results import Results, TrialRecord
 from hpo.rundir import TRIALS_FILE, find_run_dir, read_state, saved_records, trial_histories
 from hpo.wire import STEP_KEY
-from tests.conftest import _env, hpo_cli
+from tests.conftest import hpo_cli, start_hpo, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -172,25 +170,6 @@ def _yaml(tmp_path: Path, body: str) -> Path:
     return path
 
 
-def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hpo.cli", *args], cwd=tmp_path, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def _wait_for(cond: Any, proc: subprocess.Popen, timeout: float = 120, what: str = "") -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exited ({proc.returncode}) before {what}:\n{proc.communicate()[1][-3000:]}")
-        try:
-            if cond():
-                return
-        except sqlite3.Error:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _finished_children(db: Path) -> int:
     if not db.exists():
         return 0
@@ -207,8 +186,8 @@ _SLOW_TPE = ("name: sig\ntrainable: tests.trainables:quadratic\nspace:\n  x: {ty
 def test_sigint_cuts_running_trials_marks_the_search_killed_and_resume_finishes_it(tmp_path, ray_address):
     exp = _yaml(tmp_path, _SLOW_TPE)
     db = tmp_path / "mlflow.db"
-    proc = _start(tmp_path, "run", str(exp), "--address", ray_address, "--json")
-    _wait_for(lambda: _finished_children(db) >= 2, proc, what="two completed trials")
+    proc = start_hpo(tmp_path, "run", str(exp), "--address", ray_address, "--json")
+    wait_for(lambda: _finished_children(db) >= 2, proc, what="two completed trials")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
@@ -233,9 +212,9 @@ def test_sigterm_on_a_packed_grid_search_exits_143_with_every_record_written(tmp
                           "  hidden: {type: grid, values: [16, 32]}\nmetric: val_accuracy\nmode: max\n"
                           "strategy: grid\npack: 3\nmax_concurrent: 2\n")
     db = tmp_path / "mlflow.db"
-    proc = _start(tmp_path, "run", str(exp), "--address", ray_address)
+    proc = start_hpo(tmp_path, "run", str(exp), "--address", ray_address)
     runs = tmp_path / "hpo_results"
-    _wait_for(lambda: any(p.stat().st_size for p in runs.glob("term-*/*/result.json")), proc,
+    wait_for(lambda: any(p.stat().st_size for p in runs.glob("term-*/*/result.json")), proc,
               what="a first result")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -256,17 +235,17 @@ def test_kill_9_at_three_moments_then_resume_loses_and_duplicates_nothing(tmp_pa
         proc.wait()
 
     # 1. during start-up: the run directory exists, Ray's state does not yet
-    proc = _start(tmp_path, "run", str(exp), "--address", ray_address)
-    _wait_for(lambda: any(runs.glob("k9-*/hpo_state.json")), proc, what="the run directory")
+    proc = start_hpo(tmp_path, "run", str(exp), "--address", ray_address)
+    wait_for(lambda: any(runs.glob("k9-*/hpo_state.json")), proc, what="the run directory")
     kill(proc)
     run_dir = find_run_dir("k9", str(runs))
     # 2. mid-search
-    proc = _start(tmp_path, "resume", "k9", "--address", ray_address)
-    _wait_for(lambda: _finished_children(db) >= 3, proc, what="three completed trials")
+    proc = start_hpo(tmp_path, "resume", "k9", "--address", ray_address)
+    wait_for(lambda: _finished_children(db) >= 3, proc, what="three completed trials")
     kill(proc)
     # 3. during the end-of-search writes: trials.json is written, MLflow's summary is not
-    proc = _start(tmp_path, "resume", "k9", "--address", ray_address)
-    _wait_for(lambda: (run_dir / TRIALS_FILE).exists(), proc, what="trials.json")
+    proc = start_hpo(tmp_path, "resume", "k9", "--address", ray_address)
+    wait_for(lambda: (run_dir / TRIALS_FILE).exists(), proc, what="trials.json")
     kill(proc)
     out = hpo_cli("resume", "k9", "--json", "--address", ray_address, cwd=tmp_path)
     summary = json.loads(out.stdout.strip().splitlines()[-1])
@@ -297,9 +276,9 @@ def test_kill_9_then_resume_keeps_pruned_records_and_the_epoch_budget_spent(tmp_
         saved = runs.glob("kb-*/outcomes.json")
         return max((sum(json.loads(p.read_text())["epochs"].values()) for p in saved), default=0)
 
-    proc = _start(tmp_path, "run", str(exp), "--address", ray_address)
+    proc = start_hpo(tmp_path, "run", str(exp), "--address", ray_address)
     # Ray saves its experiment state (and the collector's with it) at least every 10 s
-    _wait_for(lambda: len(pruned_in_mlflow()) >= 2 and spent() >= 10, proc, what="pruned trials and a state save")
+    wait_for(lambda: len(pruned_in_mlflow()) >= 2 and spent() >= 10, proc, what="pruned trials and a state save")
     before, spent_before = pruned_in_mlflow(), spent()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -38,7 +38,7 @@ from hpo.nightly import (
 from hpo.rundir import NIGHT_FILE, night_run_dir, night_run_dirs, write_json
 from hpo.strategies import TaggedStudy
 from hpo.tracking.search_record import space_hash
-from tests.conftest import ROOT, _env, hpo_cli
+from tests.conftest import ROOT, _env, hpo_cli, start_hpo, wait_for
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -134,7 +134,7 @@ def test_the_default_storage_is_an_sqlite_file_beside_the_run_directories(tmp_pa
     assert plan.lock_path == (tmp_path / "runs").resolve() / "night.nightly.lock"
 
 
-def test_a_searcher_that_is_not_an_optuna_sampler_cannot_warm_start(tmp_path):
+def test_a_searcher_that_is_not_an_optuna_sampler_cannot_warmstart_hpo(tmp_path):
     exp = _exp(tmp_path, strategy={"searcher": "grid"},
                space={"x": {"type": "grid", "values": [0.1, 0.2]}, "steps": 2})
     with pytest.raises(HpoConfigError, match="Optuna sampler") as err:
@@ -142,7 +142,7 @@ def test_a_searcher_that_is_not_an_optuna_sampler_cannot_warm_start(tmp_path):
     assert err.value.key == "strategy.searcher" and err.value.value == "grid"
 
 
-def test_pbt_cannot_warm_start(tmp_path):
+def test_pbt_cannot_warmstart_hpo(tmp_path):
     exp = Experiment.from_dict({"name": "p", "task": {"dataset": "iris", "epochs": 4},
                                 "space": {"lr": {"type": "float", "low": 0.01, "high": 0.1}},
                                 "metric": "val_accuracy", "strategy": {"searcher": "random", "scheduler": "pbt"}})
@@ -391,22 +391,6 @@ def test_a_changed_space_starts_a_new_lineage(two_nights):
     assert len(_study(before).trials) == 8  # the old lineage is left as it was
 
 
-def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hpo.cli", *args], cwd=tmp_path, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def _wait_for(cond: Any, proc: subprocess.Popen, timeout: float = 180, what: str = "") -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exited ({proc.returncode}) before {what}:\n{proc.communicate()[1][-3000:]}")
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _running_trials(storage: Path, lineage: str) -> list[Any]:
     try:
         study = optuna.load_study(study_name=lineage, storage=f"sqlite:///{storage}")
@@ -420,9 +404,9 @@ def test_a_second_night_while_one_runs_exits_3_and_an_interrupted_night_continue
     exp = _yaml(tmp_path, space={"params": {"x": {"type": "float", "low": 0, "high": 1}, "steps": 10,
                                             "sleep": 0.5}}, max_concurrent=1)
     lineage = study_name(load_experiment(exp))
-    first = _start(tmp_path, "nightly", str(exp), "--date", "2026-11-29", "--address", ray_address, "--json")
+    first = start_hpo(tmp_path, "nightly", str(exp), "--date", "2026-11-29", "--address", ray_address, "--json")
     try:
-        _wait_for(lambda: _running_trials(tmp_path / "runs" / "optuna.db", lineage), first, what="a trial")
+        wait_for(lambda: _running_trials(tmp_path / "runs" / "optuna.db", lineage), first, what="a trial")
         start = time.monotonic()
         second = hpo_cli("nightly", str(exp), "--date", "2026-11-30", "--address", ray_address, "--json",
                          cwd=tmp_path, check=False, timeout=60)
@@ -473,9 +457,9 @@ def test_a_killed_night_continues_and_its_orphaned_trials_end_failed(tmp_path, r
             return set()
         return {t.number for t in _running_trials(db, lineage)} - _saved_trial_numbers(run_dir)
 
-    proc = _start(tmp_path, "nightly", str(exp), "--date", "2026-11-29", "--address", ray_address, "--json")
+    proc = start_hpo(tmp_path, "nightly", str(exp), "--date", "2026-11-29", "--address", ray_address, "--json")
     try:
-        _wait_for(lambda: orphans(), proc, what="a trial started after Ray's last save")
+        wait_for(lambda: orphans(), proc, what="a trial started after Ray's last save")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from hpo.rundir import find_run_dir, saved_records
-from tests.conftest import hpo_cli
-from tests.test_lifecycle_search import _MLFLOW, _OPTUNA, _start, _study, _wait_for
+from tests.conftest import hpo_cli, start_hpo, wait_for
+from tests.test_lifecycle_search import _MLFLOW, _OPTUNA, _study
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +47,10 @@ def test_sigint_on_a_packed_tpe_search_over_http_then_resume(tmp_path, ray_addre
                    "space:\n  lr: {type: float, low: 0.005, high: 0.1, log: true}\n"
                    "  hidden: {type: categorical, choices: [16, 32]}\nmetric: val_accuracy\nmode: max\n"
                    "strategy: {searcher: tpe, seed: 4}\nnum_samples: 40\npack: 3\nmax_concurrent: 2\n")
-    proc = _start(tmp_path, "run", str(exp), "--address", ray_address, "--tracking-uri", mlflow_server.uri,
+    proc = start_hpo(tmp_path, "run", str(exp), "--address", ray_address, "--tracking-uri", mlflow_server.uri,
                   "--json")
     runs = tmp_path / "hpo_results"
-    _wait_for(lambda: any(p.stat().st_size for p in runs.glob("http-*/*/result.json")), proc,
+    wait_for(lambda: any(p.stat().st_size for p in runs.glob("http-*/*/result.json")), proc,
               what="a first result")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=180)
