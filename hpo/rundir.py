@@ -29,7 +29,8 @@ from typing import Any
 
 from hpo.errors import HpoConfigError
 
-__all__ = ["NIGHT_FILE", "OUTCOMES_FILE", "STATE_FILE", "TRIALS_FILE", "find_run_dir", "new_run_dir", "night_run_dir",
+__all__ = ["NIGHT_FILE", "OUTCOMES_FILE", "STATE_FILE", "TRIALS_FILE", "find_run_dir", "has_ray_state", "new_run_dir",
+           "set_aside_ray_files", "night_run_dir",
            "night_run_dirs", "read_json", "read_state", "saved_records", "trial_histories", "update_state",
            "write_json"]
 
@@ -161,3 +162,26 @@ def trial_histories(run_dir: Path) -> dict[str, tuple[dict[str, Any], list[dict[
                 if sid in out:
                     out[sid][1].append(sub)
     return {tid: v for tid, v in out.items() if v[1]}
+
+
+def has_ray_state(run_dir: Path) -> bool:
+    """Whether Ray saved this search's experiment state: only then can ``Tuner.restore`` resume it
+    (a search killed between writing ``tuner.pkl`` and Ray's first state save cannot be)."""
+    run_dir = Path(run_dir)
+    return (run_dir / "tuner.pkl").exists() and any(run_dir.glob("experiment_state-*.json"))
+
+
+def set_aside_ray_files(run_dir: Path) -> Path | None:
+    """Move what a start that never saved Ray's state left (``tuner.pkl``, trial directories) into
+    ``.abandoned-<time>/`` in the run directory, so a fresh start there neither trips over it nor
+    counts its trials; hpo's own state files stay. Returns where they went (None: nothing there)."""
+    run_dir = Path(run_dir)
+    keep = {STATE_FILE, OUTCOMES_FILE, TRIALS_FILE, NIGHT_FILE}
+    leftovers = [p for p in run_dir.iterdir() if p.name not in keep and not p.name.startswith(".")]
+    if not leftovers:
+        return None
+    target = run_dir / f".abandoned-{time.strftime('%Y%m%d-%H%M%S')}"
+    target.mkdir(exist_ok=True)
+    for p in leftovers:
+        os.replace(p, target / p.name)
+    return target

@@ -22,12 +22,14 @@ from hpo.ray_env import ray_session, tune_settings
 from hpo.results import Results
 from hpo.rundir import (
     OUTCOMES_FILE,
-    STATE_FILE,
     TRIALS_FILE,
     find_run_dir,
+    has_ray_state,
     new_run_dir,
     read_json,
     read_state,
+    set_aside_ray_files,
+    update_state,
     write_json,
 )
 from hpo.tracking.search_record import search_tracker
@@ -133,7 +135,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
     with ray_session(address), tune_settings():
         dataset = data.result()  # its error, if any, ends the search here: Ray is shut down, nothing written
         trainable = trainable_of(exp, fn, dataset)
-        if restore and (run_dir / "tuner.pkl").exists():
+        if restore and has_ray_state(run_dir):
             if (read_json(run_dir / OUTCOMES_FILE, {}) or {}).get("stop_reason") in EXIT_CODES:
                 from hpo._compat.ray import reopen_search
 
@@ -146,7 +148,8 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             tracker = next((c for c in collector.downstream_callbacks() if isinstance(c, MlflowTracker)), None)
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(run_dir / STATE_FILE, {"experiment": exp.to_record(), "created": time.time()})
+            set_aside_ray_files(run_dir)  # a start killed before Ray's first state save: nothing to resume
+            update_state(run_dir, experiment=exp.to_record(), created=time.time())  # keeps a recorded MLflow parent
             outcomes = TrialOutcomes()
             study = study or {}
             searcher, scheduler = build_strategy(exp.strategy.spec(), exp.space, exp.metrics, exp.modes, exp.budget,

@@ -296,3 +296,23 @@ def test_the_stopper_ray_restores_from_its_own_state_drives_the_live_collector()
     c.epochs["b"] = 1
     assert copy.stop_all() and c.stop_reason == "epoch budget" and outcomes.cut_of("a") == (3, "epoch budget")
     assert len(cloudpickle.dumps(c.stopper())) < 300  # the key only: no searcher, no callbacks
+
+
+def test_a_start_killed_before_rays_first_state_save_starts_over_with_hpos_state_kept(tmp_path: Path) -> None:
+    from hpo.rundir import has_ray_state, read_state, set_aside_ray_files, update_state
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_json(run_dir / STATE_FILE, {"experiment": {}, "parent_run_id": "p1"})
+    (run_dir / "tuner.pkl").write_bytes(b"x")
+    (run_dir / "train_a" / "result.json").parent.mkdir()
+    (run_dir / "train_a" / "result.json").write_text('{"trial_id": "a"}\n')
+    assert not has_ray_state(run_dir)  # tuner.pkl alone: Tuner.restore would start a broken run
+    moved = set_aside_ray_files(run_dir)
+    assert moved is not None and sorted(p.name for p in moved.iterdir()) == ["train_a", "tuner.pkl"]
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == [STATE_FILE]
+    update_state(run_dir, experiment={"name": "x"})
+    assert read_state(run_dir)["parent_run_id"] == "p1"  # the MLflow parent stays this search's
+    (run_dir / "tuner.pkl").write_bytes(b"x")
+    (run_dir / "experiment_state-2026.json").write_text("{}")
+    assert has_ray_state(run_dir)
