@@ -1,8 +1,9 @@
 """Runs a search on Ray Tune: the only module that builds a ``tune.Tuner``.
 
-Each search gets a run directory ``<storage_path>/<name>-<timestamp>`` holding Ray's
-experiment state, trial checkpoints and ``hpo_state.json`` (the validated experiment and the
-MLflow parent run id), so ``hpo resume`` can rebuild everything and continue in place.
+Each search gets a run directory ``<storage_path>/<name>-<timestamp>`` (see :mod:`hpo.rundir`)
+holding Ray's experiment state, trial checkpoints, ``hpo_state.json`` (the validated experiment
+and the MLflow parent run of each tracking store) and ``outcomes.json``, so ``hpo resume`` can
+rebuild everything and continue in place. How the search ends is :mod:`hpo.lifecycle`'s.
 """
 
 from __future__ import annotations
