@@ -221,7 +221,10 @@ def test_sigterm_on_a_packed_grid_search_exits_143_with_every_record_written(tmp
     assert proc.returncode == 143, err[-3000:]
     run_dir = find_run_dir("term", str(tmp_path / "hpo_results"))
     statuses = check_records(run_dir, db, "val_accuracy", parent_status="KILLED")
-    assert "cut" in statuses.values() and len(statuses) < 24
+    # Ray may have created every packed trial before the signal (pending ones end cut, unstarted
+    # configurations too), so the count of records says nothing; that some were cut does.
+    assert "cut" in statuses.values()
+    assert list(statuses.values()).count("completed") < 24
 
 
 def test_kill_9_at_three_moments_then_resume_loses_and_duplicates_nothing(tmp_path, ray_address):
