@@ -38,6 +38,17 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--tracking-uri", help="MLflow tracking URI")
     n.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
 
+    sc = sub.add_parser("schedule", help="print or install the job that runs `hpo nightly` on a cron schedule")
+    sc.add_argument("experiment", help="experiment YAML file")
+    sc.add_argument("--cron", required=True, help='five-field cron expression, e.g. "0 2 * * *"')
+    sc.add_argument("--target", help="cron, systemd, kubernetes or github-actions (optional with --show-next)")
+    sc.add_argument("--tz", help="IANA time zone of the schedule (default: the machine's; GitHub Actions: UTC)")
+    sc.add_argument("--install", action="store_true", help="install it (crontab, systemd units) or write it to --out")
+    sc.add_argument("--show-next", type=int, default=0, metavar="N", help="print the next N run times")
+    sc.add_argument("--out", help="directory to write the files to (kubernetes, github-actions, or instead of "
+                                  "the systemd unit directory)")
+    sc.add_argument("--image", help="container image with hpo installed (kubernetes)")
+
     v = sub.add_parser("validate", help="check an experiment file without running anything")
     v.add_argument("experiment")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
@@ -150,6 +161,28 @@ def _nightly(args: argparse.Namespace) -> int:
     return night.exit_code
 
 
+def _schedule(args: argparse.Namespace) -> None:
+    from hpo.config import load_experiment
+    from hpo.schedule import DEFAULT_IMAGE, build_schedule, install, next_runs
+
+    exp = load_experiment(args.experiment)  # a bad file fails before anything is printed or installed
+    sched = None
+    if args.target is not None or not args.show_next:
+        sched = build_schedule(exp, args.experiment, args.cron, args.target or "", args.tz, args.image or DEFAULT_IMAGE)
+    for when in next_runs(args.cron, max(args.show_next, 0), args.tz):
+        print(f"{'# next run: ' if sched else ''}{when.isoformat(' ')}")
+    if sched is None:
+        return
+    for note in sched.notes:
+        print(f"hpo: note: {note}", file=sys.stderr)
+    if args.install or (args.out and sched.target != "cron"):
+        for line in install(sched, args.out):
+            print(line)
+        return
+    for name, text in sched.files.items():
+        print(text if len(sched.files) == 1 else f"# ---- {name} ----\n{text}", end="")
+
+
 def _strategies() -> None:
     from hpo.strategies import list_strategies
 
@@ -184,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_summary(run(exp, address=args.address, tracking_uri=args.tracking_uri), args.json)
         elif args.command == "nightly":
             return _nightly(args)
+        elif args.command == "schedule":
+            _schedule(args)
         elif args.command == "resume":
             from hpo.runner import resume
 
