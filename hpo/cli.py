@@ -49,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
                                   "the systemd unit directory)")
     sc.add_argument("--image", help="container image with hpo installed (kubernetes)")
 
+    nr = sub.add_parser("nightly-report", help="the trend across nights: HTML, Markdown and a PNG plot")
+    nr.add_argument("name_or_experiment", help="an experiment YAML file, or the experiment's name")
+    nr.add_argument("--storage-path", help="where its nights are (default: the file's storage_path, or hpo_results)")
+    nr.add_argument("--out", help="output directory (default <storage_path>/<name>-trend)")
+    nr.add_argument("--tracking-uri", help="MLflow tracking URI of the nights' parent runs")
+    nr.add_argument("--no-mlflow", action="store_true", help="do not log the files on the nights' parent runs")
+    nr.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+
     v = sub.add_parser("validate", help="check an experiment file without running anything")
     v.add_argument("experiment")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
@@ -183,6 +191,23 @@ def _schedule(args: argparse.Namespace) -> None:
         print(text if len(sched.files) == 1 else f"# ---- {name} ----\n{text}", end="")
 
 
+def _nightly_report(args: argparse.Namespace) -> int:
+    from hpo.trend import nightly_report
+
+    t = nightly_report(args.name_or_experiment, args.storage_path, args.out, args.tracking_uri, not args.no_mlflow)
+    failed = [run for run, err in t["logged"].items() if err]  # each one logged a warning with its error
+    if failed:
+        print(f"hpo: the trend is not logged on {len(failed)} of {len(t['logged'])} parent runs", file=sys.stderr)
+    if args.json:
+        keys = ("name", "storage_path", "html", "markdown", "png", "rows", "tracking_uri", "logged")
+        print(json.dumps({k: t[k] for k in keys}, default=str), flush=True)
+    else:
+        print(f"{len(t['rows'])} nights of {t['name']}: wrote {t['html']}, {t['markdown']} and {t['png']}")
+        if t["logged"]:
+            print(f"logged under trend/ on {len(t['logged']) - len(failed)} of {len(t['logged'])} parent runs")
+    return 1 if failed else 0
+
+
 def _strategies() -> None:
     from hpo.strategies import list_strategies
 
@@ -217,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_summary(run(exp, address=args.address, tracking_uri=args.tracking_uri), args.json)
         elif args.command == "nightly":
             return _nightly(args)
+        elif args.command == "nightly-report":
+            return _nightly_report(args)
         elif args.command == "schedule":
             _schedule(args)
         elif args.command == "resume":

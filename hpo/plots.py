@@ -11,7 +11,8 @@ from typing import Any
 from hpo.results import Results
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the headless Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,7 +26,7 @@ def optimization_history(results: Results, path: Path) -> Path | None:
     done = [t for t in results.trials if t.status == "completed" and results.metric in t.metrics]
     if not done:
         return None
-    plt = _plt()
+    plt = pyplot()
     values = [t.metrics[results.metric] for t in done]
     better = max if results.modes[0] == "max" else min
     best = [better(values[: i + 1]) for i in range(len(values))]
@@ -48,7 +49,7 @@ def parallel_coordinates(results: Results, path: Path) -> Path | None:
     keys = [k for k in keys if len({t.config.get(k) for t in done}) > 1]
     if len(done) < 2 or not keys:
         return None
-    plt = _plt()
+    plt = pyplot()
     lo = {k: min(t.config[k] for t in done if k in t.config) for k in keys}
     hi = {k: max(t.config[k] for t in done if k in t.config) for k in keys}
     vals = [t.metrics[results.metric] for t in done]
@@ -84,7 +85,7 @@ def param_importances(results: Results, path: Path) -> Path | None:
         return None  # e.g. a single distinct value per parameter
     if not imp:
         return None
-    plt = _plt()
+    plt = pyplot()
     names = list(imp)[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.5))
     ax.barh(names, [imp[n] for n in names])
@@ -103,7 +104,7 @@ def pareto_front(results: Results, path: Path) -> Path | None:
     done = [t for t in results.trials if t.status == "completed" and m1 in t.metrics and m2 in t.metrics]
     if not done:
         return None
-    plt = _plt()
+    plt = pyplot()
     front = sorted(results.pareto_front(), key=lambda t: t.metrics[m1])
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter([t.metrics[m1] for t in done], [t.metrics[m2] for t in done], alpha=0.5, label="trials")

@@ -80,9 +80,7 @@ def build_report(name: str, tracking_uri: str | None = None, out_dir: str | Path
 def _markdown(title: str, summary: list, best: Any, rows: list[dict[str, Any]], metric: str, plots: list[str]) -> str:
     lines = [f"# {title}", "", *(f"- **{k}**: {v}" for k, v in summary), "", "## Best configuration", "",
              "```json", json.dumps(best, indent=2, default=str), "```", "", "## Leaderboard", ""]
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols) + " |" for r in rows]
+    lines += markdown_table(rows)
     if plots:
         lines += ["", "## Plots", "", *(f"![{p}]({p}) (artifact `{p}` of the parent run)" for p in plots)]
     return "\n".join(lines) + "\n"
@@ -90,16 +88,45 @@ def _markdown(title: str, summary: list, best: Any, rows: list[dict[str, Any]], 
 
 def _html(title: str, summary: list, best: Any, rows: list[dict[str, Any]], metric: str, plots: dict[str, Path]) -> str:
     e = html.escape
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    table = "".join("<tr>" + "".join(f"<td>{e('' if r.get(c) is None else str(r.get(c)))}</td>" for c in cols)
-                    + "</tr>" for r in rows)
-    imgs = "".join(f"<h3>{e(p)}</h3><img alt='{e(p)}' src='data:image/png;base64,"
-                   f"{base64.b64encode(path.read_bytes()).decode()}'>" for p, path in plots.items())
+    imgs = "".join(f"<h3>{e(p)}</h3>{embedded_png(path, p)}" for p, path in plots.items())
     items = "".join(f"<li><b>{e(str(k))}</b>: {e(str(v))}</li>" for k, v in summary)
+    return html_page(title, f"<ul>{items}</ul><h2>Best configuration</h2>"
+                     f"<pre>{e(json.dumps(best, indent=2, default=str))}</pre><h2>Leaderboard (by {e(metric)})</h2>"
+                     f"{html_table(rows)}<h2>Plots</h2>{imgs or '<p>none</p>'}")
+
+
+# -- the pieces of a report page, shared with the nightly trend report (hpo.trend) ----------------------
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    """A Markdown table of ``rows`` (columns: every key, in first-seen order; None is an empty cell)."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return lines + ["| " + " | ".join(_cell(r.get(c)).replace("|", "\\|") for c in cols) + " |" for r in rows]
+
+
+def html_table(rows: list[dict[str, Any]]) -> str:
+    """An HTML table of ``rows``, as :func:`markdown_table` lays them out."""
+    e = html.escape
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    body = "".join("<tr>" + "".join(f"<td>{e(_cell(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{''.join(f'<th>{e(c)}</th>' for c in cols)}</tr>{body}</table>"
+
+
+def embedded_png(path: Path, alt: str) -> str:
+    """An ``<img>`` carrying the PNG file itself (a ``data:`` URI): the page needs no other file."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained HTML page: ``title`` as its title and heading, then ``body`` (HTML)."""
+    e = html.escape
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style></head><body>"
-            f"<h1>{e(title)}</h1><ul>{items}</ul><h2>Best configuration</h2>"
-            f"<pre>{e(json.dumps(best, indent=2, default=str))}</pre><h2>Leaderboard (by {e(metric)})</h2>"
-            f"<table><tr>{''.join(f'<th>{e(c)}</th>' for c in cols)}</tr>{table}</table>"
-            f"<h2>Plots</h2>{imgs or '<p>none</p>'}</body></html>")
+            f"<h1>{e(title)}</h1>{body}</body></html>")

@@ -210,9 +210,9 @@ def utc_cron(expr: str, tz: str, now: dt.datetime | None = None, key: str = "--c
     fixed = _fixed_offset(zone, now.year)
     offset = fixed if fixed is not None else next_runs(text, 1, tz, now)[0].utcoffset()
     assert offset is not None
-    if not offset:
-        return text, None
     parts = text.split(" ")
+    if not offset or (parts[1:] == ["*"] * 4 and not offset % dt.timedelta(hours=1)):
+        return text, None  # UTC already, or every hour of every day whatever the zone
     minute, hour, _, _, dow = _expanded(text)
     hours = list(range(24)) if hour == ["*"] else hour
     minutes = list(range(60)) if minute == ["*"] else minute
@@ -423,7 +423,11 @@ except urllib.error.HTTPError as e:
         raise
     print(f"RayJob {name} exists already (this night ran or runs): waiting for it", flush=True)
 while True:
-    status = call("GET", f"{url}/{name}").get("status", {})
+    try:
+        status = call("GET", f"{url}/{name}").get("status", {})
+    except (urllib.error.URLError, OSError) as e:  # the API server restarting: ask again
+        print(f"asking for RayJob {name}: {e}", flush=True)
+        status = {}
     if status.get("jobStatus") in ("SUCCEEDED", "FAILED", "STOPPED") or status.get("jobDeploymentStatus") == "Failed":
         print(f"RayJob {name}: {status.get('jobStatus')} ({status.get('jobDeploymentStatus')})", flush=True)
         sys.exit(0 if status.get("jobStatus") == "SUCCEEDED" else 1)

@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("hpo.train", "hpo.train.task", "hpo.train.data", "hpo.train.models", "hpo.train.optim", "hpo.train.model_file",
      "hpo.train.loop", "hpo.train.best", "hpo.train.lr_find", "hpo.train.builtin", "hpo.validate", "hpo.session",
      "hpo.packing", "hpo.rundir", "hpo.ray_env", "hpo.results", "hpo.plots", "hpo.progress", "hpo.lifecycle",
-     "hpo.tracking", "hpo.tracking.mlflow", "hpo.tracking.search_record", "hpo.reports"),
+     "hpo.tracking", "hpo.tracking.mlflow", "hpo.tracking.search_record", "hpo.reports",
+     "hpo.trend"),
     ("hpo.runner", "hpo.nightly", "hpo.sync", "hpo.export", "hpo.testing", "hpo.testing.conformance",
      "hpo.testing.processes", "hpo.testing.mlflow_server", "hpo.schedule"),
     ("hpo.cli", "hpo"),
@@ -130,7 +131,8 @@ def test_tracking_imports_neither_plots_nor_torch() -> None:
         assert not {m for m in modules if m == "torch" or m.startswith(("torch.", "hpo.plots", "hpo.train"))}, path
 
 
-@pytest.mark.parametrize("module", ["hpo.cli", "hpo.reports", "hpo.validate", "hpo.rundir", "hpo.results"])
+@pytest.mark.parametrize("module", ["hpo.cli", "hpo.reports", "hpo.validate", "hpo.rundir", "hpo.results",
+                                    "hpo.trend"])
 def test_light_modules_import_no_ray_or_torch(module: str) -> None:
     code = f"import sys, {module}; print(sorted(m for m in ('ray', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

@@ -227,6 +227,8 @@ def test_utc_cron_refuses_a_shift_it_cannot_express():
         utc_cron("0 2 1 * *", "Asia/Tokyo")  # the 1st at 02:00 in Tokyo is the last day of a month in UTC
     with pytest.raises(ValueError, match="two UTC days"):
         utc_cron("0 8,20 * * *", "Asia/Tokyo")
+    assert utc_cron("*/10 * * * *", "Europe/Berlin") == ("*/10 * * * *", None)  # hourly: the same in every zone
+    assert utc_cron("0 23 * * sun", "America/Phoenix") == ("0 6 * * 1", None)  # UTC-7 all year: Monday in UTC
 
 
 def test_show_next_prints_the_runs_croniter_computes(exp, capsys):
