@@ -16,6 +16,7 @@ but got 'a'. Line 2 of ....yaml repeats it; remove one.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,12 @@ class StrictLoader(yaml.SafeLoader):
     def construct_document(self, node: Any) -> Any:
         self._root = node
         return super().construct_document(node)
+
+
+# YAML 1.2 floats PyYAML (YAML 1.1) reads as strings: exponents without a dot, like 1e-7 or 2E+3
+# (a learning rate written ``1e-3`` must not fail as "must be a number, but got '1e-3'")
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def _path_of(target: Any, root: Any) -> list[str]:

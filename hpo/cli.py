@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("experiment", help="experiment YAML file")
     n.add_argument("--date", help="the night, YYYY-MM-DD (default: today in nightly.timezone)")
     n.add_argument("--time-budget", help="the night's search time, e.g. 2h, 30m, 90s (default: nightly.time_budget)")
+    n.add_argument("--dry-run", action="store_true",
+                   help="compare the night's best model with the champion and record the decision, "
+                        "but do not move the 'champion' alias")
     n.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a key of the experiment file (repeatable)")
     n.add_argument("--address", help="join an existing Ray cluster")
@@ -148,7 +151,7 @@ def _nightly(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment, args.overrides)
     try:
         night = nightly(exp, date=args.date, time_budget=args.time_budget, address=args.address,
-                        tracking_uri=args.tracking_uri)
+                        tracking_uri=args.tracking_uri, dry_run=args.dry_run)
     except NightLocked as exc:
         print(f"hpo: {exc}; this one exits", file=sys.stderr)
         if args.json:
@@ -165,6 +168,11 @@ def _nightly(args: argparse.Namespace) -> int:
               f"{s['trials_in_study']} in lineage {lineage}")
         print(f"best {s['metric']} tonight: {s['best_metric']}")
         print(f"best config tonight: {json.dumps(s['best_config'], default=str)}")
+        if s.get("decision"):
+            print(f"champion ({s['registered_model']}, on {s['compared_on']}): {s['decision']}; challenger "
+                  f"version {s['challenger_version']} scored {s['challenger_score']}, the champion before "
+                  f"(version {s['champion_before']}) {s['champion_score']}; champion now: version "
+                  f"{s['champion_after']}" + (" (dry run: alias not moved)" if s.get("dry_run") else ""))
         print(f"data fingerprint: {s['data_fingerprint']}; run directory: {s['run_dir']}; exit code {s['exit_code']}")
     return night.exit_code
 

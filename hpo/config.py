@@ -163,6 +163,31 @@ def mask_url(url: str) -> str:
     return re.sub(r"//([^/:@]*):[^/]*@", r"//\1:***@", url)
 
 
+def parse_margin(value: Any, key: str) -> tuple[float, bool]:
+    """``(amount, relative)`` of a score margin: a number >= 0 (in the metric's units) or a
+    percentage string such as ``"1%"`` (relative to the champion's score).
+
+    Example:
+        >>> parse_margin(0.01, "nightly.promote_margin"), parse_margin("2.5%", "nightly.promote_margin")
+        ((0.01, False), (0.025, True))
+        >>> parse_margin("-1%", "nightly.alert_regression")
+        Traceback (most recent call last):
+        ...
+        hpo.errors.HpoConfigError: nightly.alert_regression: must be a number >= 0 (in the metric's units) or a \
+percentage >= 0 like '1%' (of the champion's score), but got '-1%'
+    """
+    rule = "must be a number >= 0 (in the metric's units) or a percentage >= 0 like '1%' (of the champion's score)"
+    if isinstance(value, bool):
+        raise HpoConfigError(key, rule, value)
+    if isinstance(value, (int, float)):
+        if not value >= 0 or value == float("inf"):
+            raise HpoConfigError(key, rule, value)
+        return float(value), False
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*%\s*", value):
+        return float(value.strip().rstrip("%")) / 100, True
+    raise HpoConfigError(key, rule, value)
+
+
 def check_storage_url(url: Any, key: str = "nightly.storage") -> str:
     """``url`` if it is an Optuna relational storage URL (SQLite, PostgreSQL, MySQL), else an error;
     an SQLite file must be in an existing directory.
@@ -199,6 +224,23 @@ class NightlyConfig(_Strict):
     storage: str | None = Field(None, description="Optuna storage URL; default sqlite:///<storage_path>/optuna.db")
     time_budget: str | None = Field(None, description="A night's search time, e.g. '2h', '30m', '90s'")
     timezone: str = "UTC"
+    promote: Union[Literal["auto"], bool] = Field(  # noqa: UP007
+        "auto", description="Compare the night's best model with the registered champion and move the "
+        "'champion' alias when it is better: auto does it for the built-in task with one metric")
+    model_name: str | None = Field(None, description="Registered model of the champion; default "
+                                   "tracking.register_model, else the experiment's name")
+    promote_margin: Union[float, str] = Field(  # noqa: UP007
+        0.0, description="How much better the challenger must score: a number or a percentage like '1%'")
+    alert_regression: Union[float, str, None] = Field(  # noqa: UP007
+        None, description="Exit 5 when the challenger scores this much worse than the champion (number or "
+        "'5%'); default: any worse night exits 4")
+
+    @field_validator("promote_margin", "alert_regression", mode="before")
+    @classmethod
+    def _margin(cls, v: Any, info: Any) -> Any:
+        if v is not None:
+            parse_margin(v, f"nightly.{info.field_name}")
+        return v
 
     @field_validator("storage")
     @classmethod
@@ -412,8 +454,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     Example:
         >>> apply_overrides({"strategy": {"searcher": "tpe"}}, ["strategy.searcher=random", "num_samples=4"])
         {'strategy': {'searcher': 'random'}, 'num_samples': 4}
+        >>> apply_overrides({}, ["space.lr.low=1e-7"])  # YAML 1.2 floats too
+        {'space': {'lr': {'low': 1e-07}}}
     """
     import yaml
+
+    from hpo._yaml import StrictLoader
 
     for item in overrides:
         path, sep, raw = item.partition("=")
@@ -427,7 +473,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 where = f"--set {'.'.join(parts[: i + 1])}"
                 raise HpoConfigError(where, "is not a mapping, cannot set a key inside it", nxt)
             node = nxt
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = yaml.load(raw, Loader=StrictLoader)  # noqa: S506 - a safe loader
     return data
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hpo.champion import EXIT_NO_IMPROVEMENT, EXIT_REGRESSED, model_name, promotes
 from hpo.config import Experiment, check_timezone, mask_url, parse_duration
 from hpo.errors import HpoConfigError, SearchInterrupted
 from hpo.rundir import (
@@ -53,16 +54,18 @@ from hpo.rundir import (
 from hpo.strategies import capabilities, get_strategy
 from hpo.tracking.search_record import space_hash
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "EXIT_RUNNING", "NightLocked", "NightPlan", "NightResult",
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_NO_IMPROVEMENT", "EXIT_OK", "EXIT_REGRESSED", "EXIT_RUNNING",
+           "NightLocked", "NightPlan", "NightResult",
            "data_fingerprint", "database_url", "night_lock", "night_seed", "nightly", "plan_night", "reconcile",
            "study_name"]
 
 log = logging.getLogger("hpo")
 
-EXIT_OK = 0  # the night ended (all trials done, or its time budget spent)
+EXIT_OK = 0  # the night ended (all trials done, or its time budget spent); promoted or champion kept
 EXIT_FAILED = 1  # the search raised
 EXIT_BAD_INPUT = 2  # bad input: nothing launched (or the trainable never reports the metric)
 EXIT_RUNNING = 3  # another night of this experiment holds the lock
+# 4 (EXIT_NO_IMPROVEMENT) and 5 (EXIT_REGRESSED): the champion stays (hpo.champion)
 _INTERRUPTED = (130, 143)  # SIGINT, SIGTERM (as `hpo run`): the same date again continues the night
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -81,6 +84,7 @@ class NightPlan:
     lock_path: Path
     storage: str
     lineage: str
+    promote: bool = False  # compare the night's best model with the registered champion
 
 
 @dataclass
@@ -157,11 +161,15 @@ def plan_night(exp: Experiment, date: str | None = None, time_budget: str | None
         budget_s = parse_duration(exp.nightly.time_budget)
     strategy = exp.strategy.model_copy(update={"seed": night_seed(exp.strategy.seed, night)})
     night_exp = exp.model_copy(update={"time_budget_s": budget_s, "strategy": strategy})
+    promote = promotes(exp)
+    if promote:  # the night's best model becomes a new version of the champion's registered model
+        tracking = exp.tracking.model_copy(update={"register_model": model_name(exp)})
+        night_exp = night_exp.model_copy(update={"tracking": tracking})
     validate(night_exp, tracking_uri)
     root = Path(exp.storage_path).resolve()
     storage = database_url(exp.nightly.storage) if exp.nightly.storage else f"sqlite:///{root / 'optuna.db'}"
     return NightPlan(night_exp, night, night_run_dir(root, exp.name, night), root / f"{exp.name}.nightly.lock",
-                     storage, study_name(exp))
+                     storage, study_name(exp), promote)
 
 
 def database_url(url: str) -> str:
@@ -199,16 +207,17 @@ def night_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def data_fingerprint(exp: Experiment) -> str | None:
-    """16 hex digits identifying the built-in task's data set (its arrays and split), so nights on
-    different data are told apart; None for a custom trainable (its data is its own)."""
+def data_fingerprint(exp: Experiment, ds: Any = None) -> str | None:
+    """16 hex digits identifying the built-in task's data set ``ds`` (loaded if not given: its arrays
+    and split), so nights on different data are told apart; None for a custom trainable (its data is
+    its own)."""
     if not exp.is_builtin:
         return None
     import numpy as np
 
     from hpo.train.builtin import load_data
 
-    ds = load_data(exp)
+    ds = ds if ds is not None else load_data(exp)
     h = hashlib.sha256()
     for name in ("x_dev", "y_dev", "x_test", "y_test", "val_idx"):
         a = np.ascontiguousarray(getattr(ds, name))
@@ -286,7 +295,7 @@ def _previous_lineage(plan: NightPlan) -> str | None:
 
 
 def nightly(exp: Experiment, *, date: str | None = None, time_budget: str | None = None, address: str | None = None,
-            tracking_uri: str | None = None) -> NightResult:
+            tracking_uri: str | None = None, dry_run: bool = False) -> NightResult:
     """Run the night ``date`` (default: today in ``nightly.timezone``) of ``exp``, warm-started from
     the lineage's earlier nights; or nothing, if that night already ended.
 
@@ -297,13 +306,13 @@ def nightly(exp: Experiment, *, date: str | None = None, time_budget: str | None
     plan = plan_night(exp, date, time_budget, tracking_uri)
     plan.run_dir.parent.mkdir(parents=True, exist_ok=True)
     with night_lock(plan.lock_path):
-        return _run_locked(plan, address, tracking_uri)
+        return _run_locked(plan, address, tracking_uri, dry_run)
 
 
-def _run_locked(plan: NightPlan, address: str | None, tracking_uri: str | None) -> NightResult:
+def _run_locked(plan: NightPlan, address: str | None, tracking_uri: str | None, dry_run: bool) -> NightResult:
     import optuna
 
-    from hpo.runner import resume, run
+    from hpo.train.builtin import load_data
 
     night_file = plan.run_dir / NIGHT_FILE
     record = read_json(night_file, {}) or {}
@@ -323,11 +332,73 @@ def _run_locked(plan: NightPlan, address: str | None, tracking_uri: str | None) 
         # a resumed night runs the experiment it was started with (hpo_state.json), in its own study
         plan = replace(plan, exp=Experiment.from_dict(read_state(plan.run_dir)["experiment"]),
                        lineage=str(record["lineage"]))
-    fingerprint = data_fingerprint(plan.exp)
+    ds = load_data(plan.exp)  # once: for the fingerprint and to re-score the champion
+    fingerprint = data_fingerprint(plan.exp, ds)
     record["data_fingerprint"] = fingerprint
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     write_json(night_file, record)
-    reconciled = reconcile(plan.storage, plan.lineage, plan.exp.storage_path, plan.exp.name)
+    reconciled: list[int] = []
+    search = record.get("search")  # set once the search has ended (then only the promotion is left)
+    if search is None:
+        reconciled = reconcile(plan.storage, plan.lineage, plan.exp.storage_path, plan.exp.name)
+        search = _search(plan, record, resuming, fingerprint, address, tracking_uri)
+        if search["exit_code"] not in _INTERRUPTED:
+            record["search"] = search
+            write_json(night_file, record)
+    code, message = search["exit_code"], search["message"]
+    champion: dict[str, Any] = {"decision": None}
+    if code == EXIT_OK and plan.promote:
+        try:
+            champion = _promote(plan, search, ds, fingerprint, tracking_uri, dry_run)
+            code = champion["exit_code"]
+            message = champion.get("message")
+        except Exception as exc:  # noqa: BLE001 - a failed comparison is a failed night (the search is kept)
+            log.exception("the champion comparison failed")
+            code, message = EXIT_FAILED, f"the champion comparison failed: {type(exc).__name__}: {exc}"
+    this_night, in_study = _study_counts(plan.storage, plan.lineage, plan.date)
+    summary = {
+        "name": plan.exp.name, "night": plan.date, "lineage": plan.lineage,
+        "new_lineage": record["new_lineage"], "previous_lineage": record.get("previous_lineage"),
+        "trials_this_night": this_night, "trials_in_study": in_study,
+        "best_metric": search["best_metric"], "best_config": search["best_config"],
+        "metric": plan.exp.metric, "mode": plan.exp.mode, "data_fingerprint": fingerprint,
+        "stop_reason": search["stop_reason"], "resumed": resuming, "reconciled": reconciled,
+        "skipped": False, "exit_code": code, "run_dir": str(plan.run_dir), "storage": mask_url(plan.storage),
+        "mlflow_experiment_id": search["mlflow_experiment_id"], "parent_run_id": search["parent_run_id"],
+        "decision": champion.get("decision"), "compared_on": champion.get("compared_on"),
+        "challenger_score": champion.get("challenger_score"), "champion_score": champion.get("champion_score"),
+        "champion_before": champion.get("champion_before"), "champion_after": champion.get("champion_after"),
+        "challenger_version": champion.get("challenger_version"),
+        "registered_model": champion.get("registered_model"), "dry_run": dry_run,
+        "error": message if code and code not in (EXIT_NO_IMPROVEMENT, EXIT_REGRESSED) else None,
+    }
+    record.update(exit_code=code, summary=summary, ended=time.time())
+    write_json(night_file, record)
+    if code not in _INTERRUPTED:
+        _trend(plan, search["parent_run_id"], tracking_uri)
+    return NightResult(code, summary, message)
+
+
+def _trend(plan: NightPlan, parent_run_id: str | None, tracking_uri: str | None) -> None:
+    """Write the trend report over every night so far and log it on this night's parent run; a
+    report that cannot be written or logged is a warning, never a failed night."""
+    from hpo.trend import log_trend, write_trend
+    from hpo.validate import tracking_uri_of
+
+    try:
+        report = write_trend(plan.exp.storage_path, plan.exp.name)
+        if parent_run_id and plan.exp.tracking.enabled:
+            log_trend(tracking_uri_of(plan.exp, tracking_uri), report["files"], [parent_run_id])
+    except Exception as exc:  # noqa: BLE001
+        log.warning("the trend report was not written: %s: %s", type(exc).__name__, exc)
+
+
+def _search(plan: NightPlan, record: dict[str, Any], resuming: bool, fingerprint: str | None, address: str | None,
+            tracking_uri: str | None) -> dict[str, Any]:
+    """Run (or resume) the night's search; what the night keeps of it (also for a promotion that a
+    kill interrupted, which the same date finishes without searching again)."""
+    from hpo.runner import resume, run
+
     results: Any = None
     message = None
     try:
@@ -349,18 +420,61 @@ def _run_locked(plan: NightPlan, address: str | None, tracking_uri: str | None) 
     except Exception as exc:  # noqa: BLE001 - a failed night is recorded with its exit code
         log.exception("the night failed")
         code, message = EXIT_FAILED, f"the night failed: {type(exc).__name__}: {exc}"
-    this_night, in_study = _study_counts(plan.storage, plan.lineage, plan.date)
-    summary = {
-        "name": plan.exp.name, "night": plan.date, "lineage": plan.lineage,
-        "new_lineage": record["new_lineage"], "previous_lineage": record.get("previous_lineage"),
-        "trials_this_night": this_night, "trials_in_study": in_study,
-        "best_metric": getattr(results, "best_metric", None), "best_config": getattr(results, "best_config", None),
-        "metric": plan.exp.metric, "mode": plan.exp.mode, "data_fingerprint": fingerprint,
-        "stop_reason": getattr(results, "stop_reason", None), "resumed": resuming, "reconciled": reconciled,
-        "skipped": False, "exit_code": code, "run_dir": str(plan.run_dir), "storage": mask_url(plan.storage),
-        "mlflow_experiment_id": getattr(results, "mlflow_experiment_id", None),
-        "parent_run_id": getattr(results, "parent_run_id", None), "error": message if code else None,
-    }
-    record.update(exit_code=code, summary=summary, ended=time.time())
-    write_json(night_file, record)
-    return NightResult(code, summary, message)
+    info = getattr(results, "best_model_info", None) or {}
+    return {"exit_code": code, "message": message,
+            "best_metric": getattr(results, "best_metric", None), "best_config": getattr(results, "best_config", None),
+            "stop_reason": getattr(results, "stop_reason", None),
+            "mlflow_experiment_id": getattr(results, "mlflow_experiment_id", None),
+            "parent_run_id": getattr(results, "parent_run_id", None),
+            "challenger": {k: info.get(k) for k in ("path", "registered_model", "registered_version", "trial_id")}
+            if info else None}
+
+
+def _promote(plan: NightPlan, search: dict[str, Any], ds: Any, fingerprint: str | None, tracking_uri: str | None,
+             dry_run: bool) -> dict[str, Any]:
+    """Score the night's best model and the champion on this night's test rows, decide, record."""
+    from hpo.champion import (
+        champion_version,
+        check_margins,
+        compared_on,
+        decide,
+        load_version,
+        model_name,
+        record_decision,
+        score_model,
+    )
+    from hpo.train.model_file import load_model
+    from hpo.validate import tracking_uri_of
+
+    uri = tracking_uri_of(plan.exp, tracking_uri)
+    name, key = model_name(plan.exp), compared_on(plan.exp)
+    before = champion_version(uri, name)
+    challenger = search.get("challenger") or {}
+    version = challenger.get("registered_version")
+    challenger_score = None
+    if challenger.get("path") and version is not None:
+        challenger_score = score_model(load_model(challenger["path"]), ds, key)
+    champion_score = None
+    if before is not None and before != version:
+        champion_score = score_model(load_version(uri, name, before), ds, key)
+    elif before is not None:  # the champion is this night's model already (a promotion the kill interrupted)
+        champion_score = challenger_score
+    margin, alert = check_margins(plan.exp)
+    mode = plan.exp.mode if isinstance(plan.exp.mode, str) else plan.exp.mode[0]
+    verdict = decide(challenger_score, champion_score, mode, margin, alert)
+    if before is not None and before == version:
+        verdict.decision = "promoted"
+    after = record_decision(uri, name, verdict, key=key, challenger_version=version, champion_version=before,
+                            parent_run_id=search.get("parent_run_id"), night=plan.date, fingerprint=fingerprint,
+                            dry_run=dry_run)
+    message = None
+    if version is None:
+        message = "no model to compare: the night has no completed trial or its model was not registered"
+    elif verdict.decision == "no_improvement":
+        message = (f"no improvement: the night's best model scored {key}={challenger_score:.6g}, the champion "
+                   f"(version {before}) {champion_score:.6g} on this night's test rows; the champion stays")
+    elif verdict.decision == "regressed":
+        message = (f"regressed: the night's best model scored {key}={challenger_score:.6g}, worse than the "
+                   f"champion's {champion_score:.6g} beyond nightly.alert_regression; the champion stays")
+    return {**verdict.as_dict(), "compared_on": key, "champion_before": before, "champion_after": after,
+            "challenger_version": version, "registered_model": name, "message": message}

@@ -175,3 +175,13 @@ def test_tracking_uri_is_checked_before_launch_and_credentials_are_masked(tmp_pa
         hpo.run(exp)
     assert "secret" not in str(err.value) and "***@host" in str(err.value)
     assert not (tmp_path / "runs").exists()  # nothing launched or written
+
+
+def test_exponents_without_a_dot_are_numbers_in_files_and_overrides(tmp_path):
+    """PyYAML reads YAML 1.1, where ``1e-4`` is a string; hpo reads it as the number users mean."""
+    from hpo.config import load_experiment
+
+    p = tmp_path / "e.yaml"
+    p.write_text("name: e\nspace:\n  lr: {type: float, low: 1e-4, high: 1E-1, log: true}\nmetric: val_accuracy\n")
+    exp = load_experiment(p, ["space.lr.high=5e-2"])
+    assert exp.space.params["lr"].low == 1e-4 and exp.space.params["lr"].high == 5e-2

@@ -503,7 +503,11 @@ def test_the_nightly_example_runs_two_consecutive_nights(tmp_path, ray_address):
     exp = ROOT / "examples" / "nightly.yaml"
     _, first = _night(tmp_path, exp, ray_address, "2026-11-28")
     _, second = _night(tmp_path, exp, ray_address, "2026-11-29")
-    assert first["exit_code"] == second["exit_code"] == 0
+    assert (first["decision"], first["exit_code"], first["champion_before"]) == ("promoted", 0, None)
+    assert first["champion_after"] == first["challenger_version"] == "1"
+    expected = {"promoted": 0, "kept": 0, "no_improvement": 4}  # nightly.alert_regression: 10% is not reached
+    assert second["exit_code"] == expected[second["decision"]] and second["champion_before"] == "1"
+    assert second["challenger_version"] == "2" and second["compared_on"] == "test_accuracy"
     assert (first["trials_this_night"], second["trials_this_night"], second["trials_in_study"]) == (6, 6, 12)
     assert first["data_fingerprint"] == second["data_fingerprint"] == data_fingerprint(load_experiment(exp))
     assert 0 < second["best_metric"] <= 1 and "lr" in second["best_config"]
@@ -523,3 +527,62 @@ def test_the_time_budget_ends_the_night_with_what_it_had(tmp_path, ray_address):
     assert {t.state for t in trials} == {TrialState.PRUNED}  # cut trials are told PRUNED, none left RUNNING
     records = json.loads((Path(night["run_dir"]) / "trials.json").read_text())["trials"]
     assert records and {r["status"] for r in records} == {"cut"}
+
+
+def _iris_yaml(tmp_path: Path) -> Path:
+    """The built-in task on iris: the night's best model is compared with the registered champion."""
+    body = {"name": "champ", "task": {"dataset": "iris", "epochs": 30, "batch_size": 16},
+            "space": {"lr": {"type": "float", "low": 0.02, "high": 0.05}, "hidden": 32},
+            "metric": "val_accuracy", "mode": "max", "strategy": {"searcher": "random", "seed": 0},
+            "num_samples": 2, "storage_path": str(tmp_path / "runs"),
+            "tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    path = tmp_path / "champ.yaml"
+    path.write_text(json.dumps(body))
+    return path
+
+
+@pytest.mark.slow
+def test_a_better_night_is_promoted_a_worse_one_is_not_and_the_champion_is_rescored_on_new_data(
+        tmp_path, ray_address):
+    from mlflow import MlflowClient
+
+    from hpo.champion import load_version, score_model
+    from hpo.train.builtin import load_data
+
+    exp = _iris_yaml(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, first = _night(tmp_path, exp, ray_address, "2026-11-01")
+    assert (first["decision"], first["exit_code"], first["champion_after"]) == ("promoted", 0, "1")
+    assert first["champion_score"] is None and first["challenger_score"] > 0.8
+    # a much worse night (a learning rate that cannot learn in one epoch) on a new split of the data
+    worse = ("--set", "space.lr.low=1e-7", "--set", "space.lr.high=2e-7", "--set", "task.epochs=1",
+             "--set", "task.seed=7")
+    proc, second = _night(tmp_path, exp, ray_address, "2026-11-02", *worse, "--set",
+                          "nightly.alert_regression=10%", check=False)
+    assert (second["decision"], second["exit_code"], proc.returncode) == ("regressed", 5, 5), proc.stderr[-2000:]
+    assert "regressed" in proc.stderr and second["champion_before"] == second["champion_after"] == "1"
+    assert second["data_fingerprint"] != first["data_fingerprint"]
+    # the champion was re-scored on the second night's test rows, not compared by its old number
+    night2 = load_experiment(exp, [f"{a}" for a in worse[1::2]] + ["nightly.alert_regression=10%"])
+    rescored = score_model(load_version(uri, "champ", "1"), load_data(night2), "test_accuracy")
+    assert second["champion_score"] == pytest.approx(rescored)
+    # worse again without an alert threshold, as a dry run: "no improvement" (recorded), nothing moves
+    proc, third = _night(tmp_path, exp, ray_address, "2026-11-03", *worse, "--dry-run", check=False)
+    assert (third["decision"], proc.returncode, third["champion_after"]) == ("no_improvement", 4, "1")
+    assert third["dry_run"] is True
+    client = MlflowClient(uri)
+    assert str(client.get_model_version_by_alias("champ", "champion").version) == "1"
+    assert client.get_model_version("champ", "3").tags["hpo.dry_run"] == "true"
+    tags = client.get_model_version("champ", "2").tags
+    assert tags["hpo.decision"] == "regressed" and tags["hpo.night"] == "2026-11-02"
+    assert float(tags["hpo.champion_score"]) == pytest.approx(rescored)
+    parent = client.get_run(second["parent_run_id"]).data
+    assert parent.tags["hpo.decision"] == "regressed" and "champion_test_accuracy" in parent.metrics
+    # the same date again: no new version, no new run, the same exit code
+    versions = len(client.search_model_versions("name='champ'"))
+    proc, again = _night(tmp_path, exp, ray_address, "2026-11-02", *worse, check=False)
+    assert (proc.returncode, again["skipped"]) == (5, True)
+    assert len(client.search_model_versions("name='champ'")) == versions
+    # the trend report across the nights is logged on each night's parent run
+    arts = {a.path for a in client.list_artifacts(third["parent_run_id"], "trend")}
+    assert {"trend/trend.html", "trend/trend.md", "trend/trend.png"} <= arts

@@ -112,7 +112,8 @@ def _model_requirements() -> list[str]:
 
 def log_to_mlflow(tracking_uri: str, parent_run_id: str, info: dict[str, Any], register_as: str | None) -> str:
     """Log the best model (``info["path"]``) on the search's parent run as an MLflow PyTorch model
-    (raw features in) with its signature; returns its model URI."""
+    (raw features in) with its signature; returns its model URI. Registered under ``register_as``,
+    the new version is added to ``info`` (``registered_model``, ``registered_version``)."""
     import mlflow
     import mlflow.pytorch
     import torch
@@ -132,4 +133,6 @@ def log_to_mlflow(tracking_uri: str, parent_run_id: str, info: dict[str, Any], r
             # named, not inferred: inference re-imports the model in a subprocess (~10 s)
             pip_requirements=_model_requirements(),
         )
+    if logged.registered_model_version is not None:  # the version registered (for nightly promotion)
+        info["registered_model"], info["registered_version"] = register_as, str(logged.registered_model_version)
     return str(logged.model_uri)
