@@ -231,6 +231,8 @@ class NightlyConfig(_Strict):
                                    "tracking.register_model, else the experiment's name")
     promote_margin: Union[float, str] = Field(  # noqa: UP007
         0.0, description="How much better the challenger must score: a number or a percentage like '1%'")
+    carry_over: bool = Field(False, description="When the space changed (a new lineage), copy the previous "
+                             "lineage's finished trials whose parameters fit the new space into the new study")
     alert_regression: Union[float, str, None] = Field(  # noqa: UP007
         None, description="Exit 5 when the challenger scores this much worse than the champion (number or "
         "'5%'); default: any worse night exits 4")

@@ -11,7 +11,11 @@ changed search space starts a new lineage.
 The same date again does nothing for a night that ended (same exit code) and continues one that
 was interrupted or killed (``hpo resume``'s machinery). A file lock
 (``<storage_path>/<name>.nightly.lock``, ``fcntl.flock``) keeps two nights of one experiment
-from running at once; the operating system releases it when a night's process dies.
+from running at once; the operating system releases it when a night's process dies. On a
+PostgreSQL storage a session advisory lock does the same across machines.
+
+After the search, the night's best model is compared with the registered champion
+(:mod:`hpo.champion`), and the trend report over every night is written (:mod:`hpo.trend`).
 
 Example:
     >>> from hpo.config import Experiment
@@ -55,8 +59,8 @@ from hpo.strategies import capabilities, get_strategy
 from hpo.tracking.search_record import space_hash
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_NO_IMPROVEMENT", "EXIT_OK", "EXIT_REGRESSED", "EXIT_RUNNING",
-           "NightLocked", "NightPlan", "NightResult",
-           "data_fingerprint", "database_url", "night_lock", "night_seed", "nightly", "plan_night", "reconcile",
+           "NightLocked", "NightPlan", "NightResult", "advisory_key", "carry_over", "data_fingerprint",
+           "database_url", "night_lock", "night_seed", "nightly", "plan_night", "reconcile", "storage_lock",
            "study_name"]
 
 log = logging.getLogger("hpo")
@@ -207,6 +211,46 @@ def night_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def advisory_key(name: str) -> int:
+    """The PostgreSQL advisory lock key of an experiment's nights (a signed 64-bit integer).
+
+    Example:
+        >>> advisory_key("mlp") == advisory_key("mlp") != advisory_key("mlp-small")
+        True
+    """
+    return int.from_bytes(hashlib.sha256(f"hpo-nightly:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def storage_lock(url: str, name: str) -> Iterator[None]:
+    """On a PostgreSQL storage, hold the session advisory lock of ``name``'s nights for the night, or
+    raise :class:`NightLocked` at once: nights of one experiment started on different machines
+    (each with its own file lock) exclude each other through the database they share. The server
+    releases the lock when the holding connection ends, also when its process is killed. Other
+    storages: nothing (the file lock only)."""
+    if url.split("://", 1)[0].split("+", 1)[0].lower() != "postgresql":
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            key = advisory_key(name)
+            if not conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                raise NightLocked(f"another night of {name} is running on another machine (it holds PostgreSQL "
+                                  f"advisory lock {key} on {mask_url(url)})")
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
 def data_fingerprint(exp: Experiment, ds: Any = None) -> str | None:
     """16 hex digits identifying the built-in task's data set ``ds`` (loaded if not given: its arrays
     and split), so nights on different data are told apart; None for a custom trainable (its data is
@@ -284,6 +328,69 @@ def _study_counts(storage: str, lineage: str, night: str) -> tuple[int, int]:
     return sum(1 for t in trials if t.user_attrs.get("night") == night), len(trials)
 
 
+def _lineage_space(storage_path: str, name: str, lineage: str) -> Any:
+    """The search space a lineage's nights ran (from its latest night's saved experiment), or None."""
+    for d in reversed(list(night_run_dirs(storage_path, name).values())):
+        if (read_json(d / NIGHT_FILE, {}) or {}).get("lineage") == lineage:
+            try:
+                return Experiment.from_dict(read_state(d)["experiment"]).space
+            except Exception:  # noqa: BLE001 - a night without a readable state: try an earlier one
+                continue
+    return None
+
+
+def _optuna_config(space: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's config in ``space`` from its Optuna params (categorical indices mapped back)
+    plus the space's fixed values."""
+    from hpo.params import Categorical, Fixed
+
+    config: dict[str, Any] = {}
+    for name, p in space.params.items():
+        if isinstance(p, Fixed):
+            if space.is_active(name, config):
+                config[name] = p.value
+        elif name in params:
+            v = params[name]
+            if isinstance(p, Categorical) and not all(isinstance(c, (type(None), bool, int, float, str))
+                                                      for c in p.choices):
+                v = p.choices[v]
+            config[name] = v
+    return config
+
+
+def carry_over(storage: str, previous: str, lineage: str, old_space: Any, new_space: Any,
+               directions: list[Any]) -> tuple[int, int]:
+    """Copy the previous lineage's finished trials (complete or pruned, with their values,
+    intermediate values and user attributes, plus ``carried_from``) into the new lineage's study
+    when their configuration is one the new space holds exactly (every active parameter in range,
+    fixed values equal, nothing extra) — like SageMaker's transfer learning, with no limit on the
+    number of earlier nights. Returns (carried, skipped)."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    old = optuna.load_study(study_name=previous, storage=storage)
+    study = optuna.create_study(study_name=lineage, storage=storage, directions=directions, load_if_exists=True)
+    if any("carried_from" in t.user_attrs for t in study.get_trials(deepcopy=False)):
+        return 0, 0  # carried already (a night restarted in place)
+    dists = new_space.to_optuna()
+    carried, skipped = [], 0
+    for t in old.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        config = _optuna_config(old_space, t.params)
+        if not new_space.contains(config):
+            skipped += 1
+            continue
+        params = {k: v for k, v in config.items() if k in dists}
+        for k, d in list((k, dists[k]) for k in params):
+            if isinstance(d, optuna.distributions.CategoricalDistribution) and params[k] not in d.choices:
+                params[k] = new_space.params[k].choices.index(params[k])  # index-encoded choices
+        carried.append(create_trial(
+            state=t.state, params=params, distributions={k: dists[k] for k in params},
+            values=t.values if t.state == TrialState.COMPLETE else None,
+            intermediate_values=t.intermediate_values, user_attrs={**t.user_attrs, "carried_from": previous}))
+    study.add_trials(carried)
+    return len(carried), skipped
+
+
 def _previous_lineage(plan: NightPlan) -> str | None:
     """The lineage of the latest earlier night of this experiment, if any."""
     earlier = [d for date, d in night_run_dirs(plan.exp.storage_path, plan.exp.name).items() if date < plan.date]
@@ -305,7 +412,7 @@ def nightly(exp: Experiment, *, date: str | None = None, time_budget: str | None
     """
     plan = plan_night(exp, date, time_budget, tracking_uri)
     plan.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with night_lock(plan.lock_path):
+    with night_lock(plan.lock_path), storage_lock(plan.storage, plan.exp.name):
         return _run_locked(plan, address, tracking_uri, dry_run)
 
 
@@ -336,6 +443,8 @@ def _run_locked(plan: NightPlan, address: str | None, tracking_uri: str | None, 
     fingerprint = data_fingerprint(plan.exp, ds)
     record["data_fingerprint"] = fingerprint
     plan.run_dir.mkdir(parents=True, exist_ok=True)
+    if record["new_lineage"] and plan.exp.nightly.carry_over and "carried_over" not in record:
+        record["carried_over"], record["carry_skipped"] = _carry(plan, record.get("previous_lineage"))
     write_json(night_file, record)
     reconciled: list[int] = []
     search = record.get("search")  # set once the search has ended (then only the promotion is left)
@@ -370,6 +479,7 @@ def _run_locked(plan: NightPlan, address: str | None, tracking_uri: str | None, 
         "champion_before": champion.get("champion_before"), "champion_after": champion.get("champion_after"),
         "challenger_version": champion.get("challenger_version"),
         "registered_model": champion.get("registered_model"), "dry_run": dry_run,
+        "carried_over": record.get("carried_over"), "carry_skipped": record.get("carry_skipped"),
         "error": message if code and code not in (EXIT_NO_IMPROVEMENT, EXIT_REGRESSED) else None,
     }
     record.update(exit_code=code, summary=summary, ended=time.time())
@@ -391,6 +501,20 @@ def _trend(plan: NightPlan, parent_run_id: str | None, tracking_uri: str | None)
             log_trend(tracking_uri_of(plan.exp, tracking_uri), report["files"], [parent_run_id])
     except Exception as exc:  # noqa: BLE001
         log.warning("the trend report was not written: %s: %s", type(exc).__name__, exc)
+
+
+def _carry(plan: NightPlan, previous: str | None) -> tuple[int, int]:
+    if not previous:
+        return 0, 0
+    old_space = _lineage_space(plan.exp.storage_path, plan.exp.name, previous)
+    if old_space is None:
+        log.warning("no night of lineage %s has a readable experiment: no trials carried over", previous)
+        return 0, 0
+    directions = ["maximize" if m == "max" else "minimize" for m in plan.exp.modes]
+    carried, skipped = carry_over(plan.storage, previous, plan.lineage, old_space, plan.exp.space, directions)
+    log.info("carried %d trials of lineage %s into %s (%d did not fit the new space)", carried, previous,
+             plan.lineage, skipped)
+    return carried, skipped
 
 
 def _search(plan: NightPlan, record: dict[str, Any], resuming: bool, fingerprint: str | None, address: str | None,

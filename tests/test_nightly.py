@@ -328,7 +328,8 @@ def two_nights(tmp_path_factory, ray_address):
     proc, out["repeat"] = _night(tmp, exp, ray_address, "2026-11-28")
     out["repeat_stderr"] = proc.stderr
     out["runs_after_repeat"] = _mlflow_runs(tmp / "mlflow.db")
-    out["changed"] = _night(tmp, exp, ray_address, "2026-11-30", "--set", "space.params.x.high=2")[1]
+    out["changed"] = _night(tmp, exp, ray_address, "2026-11-30", "--set", "space.params.x.high=2",
+                            "--set", "nightly.carry_over=true")[1]
     return out
 
 
@@ -387,7 +388,11 @@ def test_a_changed_space_starts_a_new_lineage(two_nights):
     changed, before = two_nights["changed"], two_nights["second"]
     assert changed["exit_code"] == 0 and changed["new_lineage"] is True
     assert changed["lineage"] != before["lineage"] and changed["previous_lineage"] == before["lineage"]
-    assert (changed["trials_this_night"], changed["trials_in_study"]) == (4, 4)
+    # nightly.carry_over: the old lineage's 8 trials (x in [0, 1]) fit the new space (x in [0, 2])
+    assert (changed["carried_over"], changed["carry_skipped"]) == (8, 0)
+    assert (changed["trials_this_night"], changed["trials_in_study"]) == (4, 12)
+    carried = [t for t in _study(changed).trials if "carried_from" in t.user_attrs]
+    assert len(carried) == 8 and {t.user_attrs["carried_from"] for t in carried} == {before["lineage"]}
     assert len(_study(before).trials) == 8  # the old lineage is left as it was
 
 
@@ -478,24 +483,112 @@ def test_a_killed_night_continues_and_its_orphaned_trials_end_failed(tmp_path, r
     assert {t.user_attrs["night"] for t in study.trials} == {"2026-11-29"}
 
 
-@pytest.mark.slow
-def test_a_night_on_postgresql_keeps_its_study_there(tmp_path, ray_address):
-    name = f"pg-{uuid.uuid4().hex[:8]}"
-    exp = _yaml(tmp_path, name=name, nightly={"storage": POSTGRES})
-    lineage = study_name(load_experiment(exp))
-    storage = database_url(POSTGRES)
+@pytest.fixture
+def pg_role():
+    """A PostgreSQL role whose password has ``{``, ``}``, ``@``, ``%`` and ``/`` in it (Optuna and
+    SQLAlchemy must not format or split the URL on them); dropped afterwards."""
+    import urllib.parse
+
+    import sqlalchemy
+
+    role, password = f"hpo_pw_{uuid.uuid4().hex[:6]}", "p{w}@d%5/x"
+    admin = sqlalchemy.create_engine(database_url(POSTGRES))
+    with admin.begin() as c:
+        c.exec_driver_sql(f"CREATE ROLE {role} LOGIN PASSWORD 'p{{w}}@d%%5/x'")
+        for what in ("SCHEMA public", "ALL TABLES IN SCHEMA public", "ALL SEQUENCES IN SCHEMA public"):
+            c.exec_driver_sql(f"GRANT ALL ON {what} TO {role}")  # Optuna's tables may exist already
     try:
-        _, first = _night(tmp_path, exp, ray_address, "2026-11-28")
-        _, second = _night(tmp_path, exp, ray_address, "2026-11-29")
-        assert first["storage"] == second["storage"] == storage
-        assert (first["new_lineage"], second["new_lineage"]) == (True, False)
-        assert (second["trials_this_night"], second["trials_in_study"]) == (4, 8)
-        study = optuna.load_study(study_name=lineage, storage=storage)
-        assert sorted(t.user_attrs["night"] for t in study.trials) == ["2026-11-28"] * 4 + ["2026-11-29"] * 4
-        assert not (tmp_path / "runs" / "optuna.db").exists()
+        yield role, password, f"postgresql://{role}:{urllib.parse.quote(password, safe='')}@127.0.0.1:5432/test"
     finally:
-        if lineage in optuna.get_all_study_names(storage=storage):
-            optuna.delete_study(study_name=lineage, storage=storage)
+        with admin.begin() as c:
+            c.exec_driver_sql(f"REASSIGN OWNED BY {role} TO postgres")
+            c.exec_driver_sql(f"DROP OWNED BY {role}")
+            c.exec_driver_sql(f"DROP ROLE {role}")
+        admin.dispose()
+
+
+@pytest.mark.slow
+def test_two_experiments_nights_at_once_on_postgresql_with_a_special_password(tmp_path, ray_address, pg_role):
+    """Two ``hpo nightly`` processes of two experiments write to one PostgreSQL database at the
+    same time: no trial lost or duplicated; the password never reaches the summary or MLflow."""
+    role, password, url = pg_role
+    names = [f"pg-{uuid.uuid4().hex[:6]}-{i}" for i in range(2)]
+    dirs = [tmp_path / n for n in names]
+    exps = []
+    for n, d in zip(names, dirs):
+        d.mkdir()
+        exps.append(_yaml(d, name=n, nightly={"storage": url}))
+    storage = database_url(url)
+    lineages = [study_name(load_experiment(e)) for e in exps]
+    try:
+        procs = [start_hpo(d, "nightly", str(e), "--date", "2026-11-28", "--address", ray_address, "--json")
+                 for d, e in zip(dirs, exps)]
+        outs = [p.communicate(timeout=400) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+        summaries = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
+        _, second = _night(dirs[0], exps[0], ray_address, "2026-11-29")
+        for lineage, n in zip(lineages, (8, 4)):
+            study = optuna.load_study(study_name=lineage, storage=storage)
+            assert len(study.trials) == n and sorted(t.number for t in study.trials) == list(range(n))
+            assert all(t.state == TrialState.COMPLETE for t in study.trials)
+        assert second["trials_in_study"] == 8 and second["new_lineage"] is False
+        for out, err in outs:
+            assert password not in out and urllib_quote(password) not in out and password not in err
+        assert all(s["storage"].startswith(f"postgresql+psycopg2://{role}:***@") for s in summaries)
+        db = dirs[0] / "mlflow.db"
+        con = sqlite3.connect(db)
+        texts = [v for (v,) in con.execute("SELECT value FROM params UNION ALL SELECT value FROM tags")]
+        assert texts and not any(urllib_quote(password) in v or password in v for v in texts)
+        artifacts = list(dirs[0].glob("mlruns/**/experiment.yaml"))
+        assert artifacts and all(urllib_quote(password) not in a.read_text() for a in artifacts)
+        assert not (dirs[0] / "runs" / "optuna.db").exists()
+    finally:
+        for lineage in lineages:
+            if lineage in optuna.get_all_study_names(storage=storage):
+                optuna.delete_study(study_name=lineage, storage=storage)
+
+
+def urllib_quote(text: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(text, safe="")
+
+
+def test_the_postgresql_advisory_lock_keeps_nights_on_two_machines_apart_and_dies_with_its_holder(tmp_path):
+    """Two machines have two file locks; the database they share has one advisory lock per
+    experiment. A killed holder's lock is released by the server."""
+    from hpo.nightly import advisory_key, storage_lock
+
+    name = f"adv-{uuid.uuid4().hex[:6]}"
+    code = ("import sys, time\nfrom hpo.nightly import storage_lock\n"
+            f"with storage_lock({database_url(POSTGRES)!r}, {name!r}):\n"
+            "    print('locked', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        with pytest.raises(NightLocked, match=f"advisory lock {advisory_key(name)}"), \
+                storage_lock(database_url(POSTGRES), name):
+            pass
+        assert time.monotonic() - t0 < 5
+        with storage_lock(database_url(POSTGRES), name + "-other"):  # another experiment is not blocked
+            pass
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while True:  # the server notices the closed connection
+            try:
+                with storage_lock(database_url(POSTGRES), name):
+                    break
+            except NightLocked:
+                assert time.monotonic() < deadline, "the killed holder's advisory lock was not released"
+                time.sleep(0.2)
+        with storage_lock(f"sqlite:///{tmp_path / 'o.db'}", name), storage_lock(f"sqlite:///{tmp_path / 'o.db'}", name):
+            pass  # SQLite: the file lock alone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.slow
@@ -586,3 +679,40 @@ def test_a_better_night_is_promoted_a_worse_one_is_not_and_the_champion_is_resco
     # the trend report across the nights is logged on each night's parent run
     arts = {a.path for a in client.list_artifacts(third["parent_run_id"], "trend")}
     assert {"trend/trend.html", "trend/trend.md", "trend/trend.png"} <= arts
+
+
+def test_a_changed_space_carries_over_the_trials_that_fit_it(tmp_path):
+    """Trials of the previous lineage move to the new study when the new space holds their
+    configuration exactly: values, intermediate values and state kept; the rest skipped."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+    from optuna.trial import create_trial
+
+    from hpo.nightly import carry_over
+    from hpo.space import SearchSpace
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    old_space = SearchSpace.from_dict({"x": {"type": "float", "low": 0, "high": 1}, "n": {"type": "int", "low": 1,
+                                       "high": 8}, "epochs": 3})
+    old = optuna.create_study(study_name="old", storage=storage)
+    dists = {"x": FloatDistribution(0, 1), "n": IntDistribution(1, 8)}
+    old.add_trials([
+        create_trial(params={"x": 0.2, "n": 2}, distributions=dists, value=0.5, user_attrs={"night": "d1"}),
+        create_trial(params={"x": 0.4, "n": 3}, distributions=dists, state=TrialState.PRUNED,
+                     intermediate_values={1: 0.9}, user_attrs={"night": "d1"}),
+        create_trial(params={"x": 0.8, "n": 2}, distributions=dists, value=0.1),  # x outside the new range
+        create_trial(params={"x": 0.3, "n": 8}, distributions=dists, value=0.2),  # n outside the new range
+        create_trial(params={"x": 0.1, "n": 1}, distributions=dists, state=TrialState.FAIL),  # failed: not carried
+    ])
+    new_space = SearchSpace.from_dict({"x": {"type": "float", "low": 0, "high": 0.5}, "n": {"type": "int", "low": 1,
+                                       "high": 4}, "epochs": 3})
+    assert carry_over(storage, "old", "new", old_space, new_space, ["minimize"]) == (2, 2)
+    new = optuna.load_study(study_name="new", storage=storage)
+    got = sorted((t.params["x"], t.params["n"], t.state, t.value, t.intermediate_values) for t in new.trials)
+    assert got == [(0.2, 2, TrialState.COMPLETE, 0.5, {}), (0.4, 3, TrialState.PRUNED, None, {1: 0.9})]
+    assert {t.user_attrs["carried_from"] for t in new.trials} == {"old"}
+    assert all(t.user_attrs["night"] == "d1" for t in new.trials)  # not counted as tonight's
+    assert new.trials[0].distributions["x"] == FloatDistribution(0, 0.5)  # the new space's distributions
+    assert carry_over(storage, "old", "new", old_space, new_space, ["minimize"]) == (0, 0)  # once only
+    changed_fixed = SearchSpace.from_dict({"x": {"type": "float", "low": 0, "high": 1}, "n": {"type": "int",
+                                           "low": 1, "high": 8}, "epochs": 5})
+    assert carry_over(storage, "old", "other", old_space, changed_fixed, ["minimize"]) == (0, 4)
