@@ -53,8 +53,9 @@ did no better in that experiment).
 
 Targets (printed met / not met): TPE+ASHA reaches the target with <= 1/5 of random+FIFO's
 trial-epochs (median ratio over tasks >= 5); TPE (FIFO) has a Bayesmark score >= 90 at 32 trials
-(mean over tasks). ``--quick`` (synthetic tasks, 3 strategies, 2 seeds, 12 trials) is a smoke
-test whose numbers mean little.
+(mean over tasks). ``--quick`` (synthetic tasks and digits at 3 epochs, its FIFO searches packed 4
+configurations per Ray trial; 3 strategies, 2 seeds, 12 trials) is a smoke test whose numbers mean
+little.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hpo.rundir import trial_histories
+from hpo.wire import STARTED_KEY, TIME_KEY, result_steps
 
 # -- synthetic objectives ------------------------------------------------------------------------
 
@@ -147,6 +151,7 @@ class Task:
     grid: bool = False  # the grid searcher fits (2-D)
     engine: dict[str, Any] = dataclasses.field(default_factory=dict)
     extra: tuple[str, ...] = ()  # more validation/test metrics to report beside the optimized one
+    pack: int | None = None  # FIFO searches: hpo's `pack` (None: hpo's default, auto)
 
     def bounds_of(self, i: int) -> tuple[float, float]:
         return self.bounds2 if (i == 1 and self.bounds2) else self.bounds
@@ -216,28 +221,51 @@ STRATEGY_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
 }
 EQUAL_COMPUTE = ("asha",)  # schedulers that run at random+fifo's trial-epochs instead of its trial count
 TRIAL_STATUSES = ("completed", "pruned", "stopped", "errored", "diverged")
-QUICK_TASKS, QUICK_STRATEGIES = ["branin", "hartmann6"], ["random+fifo", "tpe+fifo", "tpe+asha"]
+QUICK_TASKS, QUICK_STRATEGIES = ["branin", "hartmann6", "digits"], ["random+fifo", "tpe+fifo", "tpe+asha"]
 QUICK_SEEDS, QUICK_TRIALS, QUICK_STEPS = 2, 12, 9
+# --quick's engine task: 3 epochs, and its FIFO searches packed 4 configurations per Ray trial whatever the
+# machine's speed (hpo's auto packing depends on it), so the smoke run goes through packed trials.
+QUICK_ENGINE_STEPS, QUICK_PACK = 3, 4
 
 
 # -- one search ------------------------------------------------------------------------------------
 
 
-def _trial_order(run_dir: str, trials: list[Any]) -> list[Any]:
-    """Trials in the order Ray created them: the index Ray puts after the id in each trial's directory.
+def trial_times(history: list[dict[str, Any]]) -> tuple[float, float]:
+    """(start, end) wall-clock times of one trial from its results (``trial_histories``' lists).
 
-    A trial that never ran a step (created as the search ended) may have no directory: it is left out.
+    Every step carries its report time (``hpo_time``, kept per step under ``hpo_history`` when
+    steps travel together); the built-in task's steps also carry the time the trial's own work
+    began (``hpo_started``: for a packed configuration, when its pack began training it, not when
+    the pack's Ray trial started). A plain trainable reports no start: its first step's time
+    stands in.
     """
-    index: dict[str, int] = {}
-    for t in trials:
-        for d in Path(run_dir).glob(f"*_{t.trial_id}_*"):
-            m = re.search(rf"_{t.trial_id}_(\d+)_", d.name)
-            if m:
-                index[t.trial_id] = int(m.group(1))
-    missing = [t.trial_id for t in trials if t.trial_id not in index and t.steps > 0]
+    steps = [step for result in history for _, step in result_steps(result)]
+    times = [float(s[TIME_KEY]) for s in steps if TIME_KEY in s]
+    if not times:
+        times = [float(r["timestamp"]) for r in history if "timestamp" in r]  # Ray's own (whole seconds)
+    starts = [float(s[STARTED_KEY]) for s in steps if STARTED_KEY in s]
+    return (min(starts) if starts else min(times)), max(times)
+
+
+def trial_order(run_dir: str | Path, trials: list[Any]) -> list[Any]:
+    """The trials that ran, in the order they ended, read from the run directory's per-trial histories.
+
+    ``hpo.rundir.trial_histories`` splits a packed Ray trial's results into the configurations it
+    carried (ids ``<ray trial id>.NN``), so a packed configuration is ordered by its own times, not
+    by its pack's. The benchmark runs one configuration at a time, so the order they ended is the
+    order they ran. A trial that never reported (created as the search ended) is left out.
+    """
+    histories = trial_histories(Path(run_dir))
+    missing = [t.trial_id for t in trials if t.trial_id not in histories and t.steps > 0]
     if missing:
-        raise RuntimeError(f"could not order the trials of {run_dir} ({missing} have no directory)")
-    return sorted((t for t in trials if t.trial_id in index), key=lambda t: index[t.trial_id])
+        raise RuntimeError(f"could not order the trials of {run_dir} ({missing} have no results on record)")
+    times = {t.trial_id: trial_times(histories[t.trial_id][1]) for t in trials if t.trial_id in histories}
+    return sorted((t for t in trials if t.trial_id in times),
+                  key=lambda t: (times[t.trial_id][1], times[t.trial_id][0], t.trial_id))
+
+
+PACKED_ID = re.compile(r"\.\d+$")  # a configuration that ran in a packed Ray trial: <ray trial id>.NN
 
 
 def strategy_of(label: str, seed: int, steps: int) -> dict[str, Any]:
@@ -271,6 +299,8 @@ def run_search(task: Task, label: str, seed: int, trials: int, storage: Path) ->
     }
     if budget is not None:
         exp["epoch_budget"] = budget
+    if task.pack is not None and scheduler == "fifo":
+        exp["pack"] = task.pack
     trainable = None
     if task.kind == "synthetic":
         assert task.fn is not None
@@ -289,12 +319,13 @@ def run_search(task: Task, label: str, seed: int, trials: int, storage: Path) ->
     sign = 1.0 if task.mode == "min" else -1.0
     cum, best, best_id, curve, log_rows, counted = 0, math.inf, None, [], [], 0
     status_count = {s: 0 for s in TRIAL_STATUSES}
-    for t in _trial_order(results.storage_path, results.trials):
+    ordered = trial_order(results.storage_path, results.trials)
+    for t in ordered:
         cum += t.steps
         value = t.metrics.get(task.metric)
         status = t.status
-        if status == "completed" and t.steps < task.steps:
-            status = "stopped"  # cut short by the epoch budget (hpo calls it completed)
+        if status == "cut" or (status == "completed" and t.steps < task.steps):
+            status = "stopped"  # cut short by the epoch budget (hpo's status "cut"): never a result
         log_rows.append([cum, t.steps, status, _finite_or_none(value, 9)])
         if budget is not None and cum > budget:
             continue  # finished past the budget: it does not count
@@ -313,6 +344,7 @@ def run_search(task: Task, label: str, seed: int, trials: int, storage: Path) ->
         "epoch_budget": budget, "final_best": final, "curve": curve,
         "completed": status_count["completed"], "pruned": status_count["pruned"],
         "stopped": status_count["stopped"], "failed": status_count["errored"] + status_count["diverged"],
+        "packed": sum(bool(PACKED_ID.search(t.trial_id)) for t in ordered),
         "wall_s": round(wall, 2),
         "best_config": next((t.config for t in results.trials if t.trial_id == best_id), None),
         "trial_log": log_rows,
@@ -548,7 +580,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="synthetic tasks, 3 strategies, 2 seeds, 12 trials")
+    ap.add_argument("--quick", action="store_true",
+                    help="synthetic tasks and digits (3 epochs, FIFO packed), 3 strategies, 2 seeds, 12 trials")
     ap.add_argument("--seeds", type=int, help="seeds per strategy (default 5; quick 2)")
     ap.add_argument("--trials", type=int, help="trials per search (default 32; quick 12)")
     ap.add_argument("--tasks", help=f"comma-separated subset of {list(TASKS)}")
@@ -572,6 +605,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n, t in tasks.items():
             if t.kind == "synthetic":
                 tasks[n] = dataclasses.replace(t, steps=QUICK_STEPS)
+            else:
+                tasks[n] = dataclasses.replace(t, steps=QUICK_ENGINE_STEPS, pack=QUICK_PACK)
 
     import ray
 
@@ -593,7 +628,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     runs[name][lb].append(r)
                     print(f"{name:<10} {lb:<12} seed {seed:>4}: best {_fmt(r['final_best'], 6):>9}, "
                           f"{r['trials']:>4} trials, {r['trial_epochs']:>4} trial-epochs, {r['completed']} completed "
-                          f"/ {r['pruned']} pruned, {r['wall_s']:.1f}s", flush=True)
+                          f"/ {r['pruned']} pruned, {r['packed']} packed, {r['wall_s']:.1f}s", flush=True)
     finally:
         ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
@@ -622,6 +657,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       "(full-budget trials only) reaches it; ratio: random+fifo trial-epochs / median to_target",
             "budget": "FIFO strategies run `trials` trials; ASHA strategies run as many trials as fit in "
                       "trials x steps trial-epochs (hpo's epoch_budget), so every strategy gets the same compute",
+            "packed": "per run, how many of its trials ran inside a packed Ray trial (hpo's `pack`: several "
+                      "configurations back to back in one Ray trial; FIFO searches of the engine tasks)",
             "trial_log": "per run, every trial in the order it ran: [trial-epochs at its end, its steps, status, "
                          "last reported value of the metric]; status completed = ran the full budget, stopped = "
                          "cut short by the epoch budget, pruned, errored, diverged",
