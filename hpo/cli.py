@@ -146,7 +146,8 @@ def _print_summary(results: Any, as_json: bool) -> None:
 
 def _nightly(args: argparse.Namespace) -> int:
     from hpo.config import load_experiment
-    from hpo.nightly import EXIT_RUNNING, NightLocked, nightly
+    from hpo.lineage import NightLocked
+    from hpo.nightly import EXIT_RUNNING, nightly
 
     exp = load_experiment(args.experiment, args.overrides)
     try:

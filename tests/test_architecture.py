@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
      "hpo.train.loop", "hpo.train.best", "hpo.train.lr_find", "hpo.train.builtin", "hpo.validate", "hpo.session",
      "hpo.packing", "hpo.rundir", "hpo.ray_env", "hpo.results", "hpo.plots", "hpo.progress", "hpo.lifecycle",
      "hpo.tracking", "hpo.tracking.mlflow", "hpo.tracking.search_record", "hpo.reports",
-     "hpo.trend"),
+     "hpo.trend", "hpo.lineage"),
     ("hpo.runner", "hpo.nightly", "hpo.champion", "hpo.sync", "hpo.export", "hpo.testing", "hpo.testing.conformance",
      "hpo.testing.processes", "hpo.testing.mlflow_server", "hpo.schedule"),
     ("hpo.cli", "hpo"),

@@ -25,16 +25,8 @@ from optuna.trial import TrialState
 
 from hpo.config import Experiment, load_experiment, parse_duration
 from hpo.errors import HpoConfigError
-from hpo.nightly import (
-    NightLocked,
-    data_fingerprint,
-    database_url,
-    night_lock,
-    night_seed,
-    plan_night,
-    reconcile,
-    study_name,
-)
+from hpo.lineage import NightLocked, database_url, study_name
+from hpo.nightly import data_fingerprint, night_lock, night_seed, plan_night, reconcile
 from hpo.rundir import NIGHT_FILE, night_run_dir, night_run_dirs, write_json
 from hpo.strategies import TaggedStudy
 from hpo.tracking.search_record import space_hash
@@ -557,10 +549,10 @@ def urllib_quote(text: str) -> str:
 def test_the_postgresql_advisory_lock_keeps_nights_on_two_machines_apart_and_dies_with_its_holder(tmp_path):
     """Two machines have two file locks; the database they share has one advisory lock per
     experiment. A killed holder's lock is released by the server."""
-    from hpo.nightly import advisory_key, storage_lock
+    from hpo.lineage import advisory_key, storage_lock
 
     name = f"adv-{uuid.uuid4().hex[:6]}"
-    code = ("import sys, time\nfrom hpo.nightly import storage_lock\n"
+    code = ("import sys, time\nfrom hpo.lineage import storage_lock\n"
             f"with storage_lock({database_url(POSTGRES)!r}, {name!r}):\n"
             "    print('locked', flush=True)\n    time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=_env())
@@ -687,7 +679,7 @@ def test_a_changed_space_carries_over_the_trials_that_fit_it(tmp_path):
     from optuna.distributions import FloatDistribution, IntDistribution
     from optuna.trial import create_trial
 
-    from hpo.nightly import carry_over
+    from hpo.lineage import carry_over
     from hpo.space import SearchSpace
 
     storage = f"sqlite:///{tmp_path / 'o.db'}"
