@@ -395,11 +395,17 @@ class Experiment(_Strict):
             return len(self.space.grid())
         return 10
 
-    def to_record(self) -> dict[str, Any]:
-        """A YAML-safe dict of this experiment (the space inlined), for artifacts and resume."""
+    def to_record(self, masked: bool = True) -> dict[str, Any]:
+        """A YAML-safe dict of this experiment (the space inlined), for artifacts and resume; with
+        ``masked`` (the default) passwords in ``tracking.tracking_uri`` and ``nightly.storage`` are
+        ``***``: no credential is written to a run directory or MLflow."""
         data = self.model_dump(mode="python", exclude={"space", "trainable"})
         data["space"] = {"params": self.space.to_dict()}
         data["trainable"] = self.trainable if isinstance(self.trainable, str) else _qualname(self.trainable)
+        if masked:
+            for section, key in (("tracking", "tracking_uri"), ("nightly", "storage")):
+                if isinstance(data[section].get(key), str):
+                    data[section][key] = mask_url(data[section][key])
         return data
 
     # -- construction ----------------------------------------------------------------------

@@ -297,8 +297,10 @@ def _run_locked(plan: NightPlan, address: str | None, tracking_uri: str | None, 
                   "time_budget_s": plan.exp.time_budget_s, "started": time.time()}
     if resuming:
         # a resumed night runs the experiment it was started with (hpo_state.json), in its own study
-        plan = replace(plan, exp=Experiment.from_dict(read_state(plan.run_dir)["experiment"]),
-                       lineage=str(record["lineage"]))
+        # (credentials are not stored: the tracking and nightly settings are tonight's file's)
+        saved = Experiment.from_dict(read_state(plan.run_dir)["experiment"])
+        saved = saved.model_copy(update={"tracking": plan.exp.tracking, "nightly": plan.exp.nightly})
+        plan = replace(plan, exp=saved, lineage=str(record["lineage"]))
     ds = load_data(plan.exp)  # once: for the fingerprint and to re-score the champion
     fingerprint = data_fingerprint(plan.exp, ds)
     record["data_fingerprint"] = fingerprint

@@ -30,9 +30,8 @@ from typing import Any
 from hpo.errors import HpoConfigError
 
 __all__ = ["NIGHT_FILE", "OUTCOMES_FILE", "STATE_FILE", "TRIALS_FILE", "find_run_dir", "has_ray_state", "new_run_dir",
-           "set_aside_ray_files", "night_run_dir",
-           "night_run_dirs", "read_json", "read_state", "saved_records", "trial_histories", "update_state",
-           "write_json"]
+           "night_run_dir", "night_run_dirs", "read_json", "read_state", "recorded_tracking_uri", "saved_records",
+           "set_aside_ray_files", "trial_histories", "update_state", "write_json"]
 
 STATE_FILE = "hpo_state.json"
 TRIALS_FILE = "trials.json"  # every trial's record, written when a search ends
@@ -62,6 +61,31 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 def read_state(run_dir: Path) -> dict[str, Any]:
     return read_json(Path(run_dir) / STATE_FILE, {})
+
+
+def recorded_tracking_uri(state: dict[str, Any], given: str | None, key: str = "--tracking-uri") -> str | None:
+    """The tracking URI to continue a search's records with: ``given``, else the recorded one. A
+    recorded URI had its password masked (hpo writes none to disk): then the real one must be given
+    again, by ``key`` or ``MLFLOW_TRACKING_URI``, and match it.
+
+    Raises:
+        HpoConfigError: a given URI that is not the recorded store, or a masked one not given again.
+    """
+    from hpo.config import mask_url
+
+    recorded = state.get("tracking_uri")
+    if given is None and recorded and "***" in recorded:
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if not env or mask_url(env) != recorded:
+            raise HpoConfigError(key, "must be given again: the search records to a store whose URI has a "
+                                 "password, which hpo does not write to disk", recorded,
+                                 "Pass the same URI with its password (or set MLFLOW_TRACKING_URI).")
+        given = env
+    if given and recorded and mask_url(given) != recorded and given != recorded:
+        raise HpoConfigError(key, f"must be the store the search is recorded in ({recorded}) to continue its runs",
+                             mask_url(given), "Resume without it, then copy the search with "
+                             "`hpo sync-mlflow --tracking-uri`.")
+    return given or recorded
 
 
 def update_state(run_dir: Path, **updates: Any) -> dict[str, Any]:

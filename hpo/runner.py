@@ -29,6 +29,7 @@ from hpo.rundir import (
     new_run_dir,
     read_json,
     read_state,
+    recorded_tracking_uri,
     set_aside_ray_files,
     update_state,
     write_json,
@@ -107,18 +108,13 @@ def resume(name_or_path: str, *, trainable: Callable[..., Any] | None = None, st
     run_dir = find_run_dir(name_or_path, storage_path)
     state = read_state(run_dir)
     record = state["experiment"]
-    recorded_uri = state.get("tracking_uri")
-    if tracking_uri and recorded_uri and tracking_uri != recorded_uri:
-        raise HpoConfigError("--tracking-uri", f"must be the store the search is recorded in ({recorded_uri}) "
-                             "to continue its runs", tracking_uri,
-                             "Resume without it, then copy the search with `hpo sync-mlflow --tracking-uri`.")
+    tracking_uri = recorded_tracking_uri(state, tracking_uri)  # a password is given again, never stored
     if trainable is not None:
         record["trainable"] = trainable
     exp = Experiment.from_dict(record)
     validate(exp)
     data = load_data_meanwhile(exp)
-    return _execute(exp, run_dir, address or exp.address, tracking_uri or recorded_uri, restore=True, fn=trainable,
-                    data=data)
+    return _execute(exp, run_dir, address or exp.address, tracking_uri, restore=True, fn=trainable, data=data)
 
 
 def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: str | None, *, restore: bool,
@@ -147,6 +143,8 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             collector: Any = next(c for c in _restored_callbacks(tuner) if isinstance(c, Collector))
             outcomes: Any = collector.outcomes
             tracker = next((c for c in collector.downstream_callbacks() if isinstance(c, MlflowTracker)), None)
+            if tracker is not None and tracking_uri:
+                tracker.tracking_uri = tracking_uri  # pickled without its password
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             set_aside_ray_files(run_dir)  # a start killed before Ray's first state save: nothing to resume

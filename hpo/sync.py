@@ -15,7 +15,15 @@ from typing import Any
 from hpo.config import Experiment
 from hpo.plots import write_search_files
 from hpo.results import Results, TrialRecord
-from hpo.rundir import OUTCOMES_FILE, find_run_dir, read_json, read_state, saved_records, trial_histories
+from hpo.rundir import (
+    OUTCOMES_FILE,
+    find_run_dir,
+    read_json,
+    read_state,
+    recorded_tracking_uri,
+    saved_records,
+    trial_histories,
+)
 from hpo.strategies import TrialOutcomes
 from hpo.tracking.search_record import search_tracker
 
@@ -48,7 +56,7 @@ def sync_mlflow(name_or_path: str, storage_path: str = "hpo_results", tracking_u
     exp = Experiment.from_dict(state["experiment"])
     records = {r["trial_id"]: TrialRecord(**r) for r in saved_records(run_dir)}
     outcomes, ends = _saved_ends(run_dir, records)
-    tracker = search_tracker(exp, run_dir, outcomes, tracking_uri or state.get("tracking_uri"),
+    tracker = search_tracker(exp, run_dir, outcomes, tracking_uri or recorded_tracking_uri(state, None),
                              write_files=write_search_files)
     tracker.start()
     histories = trial_histories(run_dir)

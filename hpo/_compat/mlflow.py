@@ -13,22 +13,27 @@ __all__ = ["end_run", "fluent_tracking_uri"]
 
 @contextmanager
 def fluent_tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent API pointed at ``uri`` for a while, then exactly as it was: its
-    ``set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in this process's environment, which
+    """MLflow's fluent API pointed at ``uri`` for a while (without printing run URLs), then exactly
+    as it was: its ``set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in this process's environment, which
     would send the next search in this process to this one's store. The previous value lives in
     the private ``mlflow.tracking._tracking_service.utils._tracking_uri``."""
     from mlflow.tracking._tracking_service import utils
 
-    before, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    # Ending a fluent run prints "View run … at: <tracking URI>" on stdout: a password in the URI
+    # would be printed, and a --json summary would no longer be alone on stdout.
+    quiet = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    before, env, was_quiet = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get(quiet)
     utils.set_tracking_uri(uri)
+    os.environ[quiet] = "true"
     try:
         yield
     finally:
         utils.set_tracking_uri(before)  # type: ignore[arg-type]  # None: back to the default
-        if env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = env
+        for name, value in (("MLFLOW_TRACKING_URI", env), (quiet, was_quiet)):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def end_run(client: Any, run_id: str, status: str) -> None:

@@ -28,6 +28,7 @@ from ray.tune import Callback
 
 from hpo._compat.mlflow import end_run
 from hpo._trials import error_text
+from hpo.config import mask_url
 from hpo.rundir import read_state, trial_histories, update_state
 from hpo.strategies import TrialOutcomes
 from hpo.wire import GPU_KEY, NODE_KEY, TIME_KEY, result_steps, trial_metrics
@@ -143,10 +144,12 @@ class MlflowTracker(Callback):
         self._reconciled = False
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("tracking_uri", "experiment_name", "run_name", "state_path", "outcomes", "parent_params",
+        # Ray pickles callbacks into its experiment state: the URI goes there without its password;
+        # a resume sets the real one again (``hpo.runner``)
+        keep = ("experiment_name", "run_name", "state_path", "outcomes", "parent_params",
                 "parent_tags", "artifacts", "flush_interval_s", "flush_timeout_s", "hparam_schedule",
                 "log_model", "register_model", "metrics", "write_files", "model_logger")
-        return {k: self.__dict__.get(k) for k in keep}
+        return {"tracking_uri": mask_url(self.tracking_uri), **{k: self.__dict__.get(k) for k in keep}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -159,22 +162,24 @@ class MlflowTracker(Callback):
         """This search's parent run in *this* tracking store (a search copied to another store by
         ``hpo sync-mlflow --tracking-uri`` has a parent run of its own there)."""
         state = read_state(Path(self.state_path).parent)
-        mine = (state.get("mlflow") or {}).get(self.tracking_uri)
+        stores = state.get("mlflow") or {}
+        mine = stores.get(mask_url(self.tracking_uri)) or stores.get(self.tracking_uri)  # (older states: unmasked)
         if mine:
             return str(mine["parent_run_id"])
-        if state.get("parent_run_id") and state.get("tracking_uri") in (None, self.tracking_uri):
+        if state.get("parent_run_id") and state.get("tracking_uri") in (None, mask_url(self.tracking_uri)):
             return str(state["parent_run_id"])  # written by hpo before parents were kept per store
         return None
 
     def _save_parent(self) -> None:
         run_dir = Path(self.state_path).parent
         state = read_state(run_dir)
-        stores = {**(state.get("mlflow") or {}),
-                  self.tracking_uri: {"parent_run_id": self.parent_run_id, "experiment_id": self.experiment_id}}
+        stores = {**(state.get("mlflow") or {}),  # keyed by the URI with its password masked
+                  mask_url(self.tracking_uri): {"parent_run_id": self.parent_run_id,
+                                                "experiment_id": self.experiment_id}}
         updates: dict[str, Any] = {"mlflow": stores}
         if not state.get("tracking_uri"):  # the store the search itself records to (resume continues there)
             updates.update(parent_run_id=self.parent_run_id, mlflow_experiment_id=self.experiment_id,
-                           tracking_uri=self.tracking_uri)
+                           tracking_uri=mask_url(self.tracking_uri))
         update_state(run_dir, **updates)
 
     def start(self, connect_after_s: float = 10.0) -> None:
@@ -316,8 +321,8 @@ class MlflowTracker(Callback):
                 self._write(pending)
                 pending, backoff = [], 1.0
             except Exception as exc:  # server down or slow: keep the events, retry with backoff
-                log.warning("MLflow at %s unavailable (%s); retrying in %.0f s", self.tracking_uri,
-                            str(exc).splitlines()[0][:200], backoff)
+                log.warning("MLflow at %s unavailable (%s); retrying in %.0f s", mask_url(self.tracking_uri),
+                            mask_url(str(exc).splitlines()[0])[:200], backoff)
                 if stopping and time.monotonic() > self._deadline:
                     self.unlogged = sorted({tid for _, tid, _ in pending if tid})
                     return
@@ -479,7 +484,7 @@ class MlflowTracker(Callback):
                 if getattr(exc, "error_code", None) != "INVALID_PARAMETER_VALUE":
                     raise  # the server is down or slow: the writer retries with backoff
                 # The store refuses these values and always will: retrying would stall the search's end.
-                log.warning("MLflow refused a batch for run %s (not retried): %s", run_id, str(exc)[:300])
+                log.warning("MLflow refused a batch for run %s (not retried): %s", run_id, mask_url(str(exc))[:300])
                 self.refused.append(run_id)
             p, m, t = p[_MAX_PARAMS:], m[_MAX_METRICS:], t[_MAX_PARAMS:]
 
@@ -521,7 +526,7 @@ class MlflowTracker(Callback):
                 self._log_batch(parent, metrics=[Metric(name, float(metric), int(time.time() * 1000), 0)])
             self._trials_logged = True
         except Exception as exc:
-            log.warning("MLflow could not record the search summary: %s", exc)
+            log.warning("MLflow could not record the search summary: %s", mask_url(str(exc)))
 
     def finish(self, results: Any, failed: bool = False, killed: bool = False) -> None:
         """Flush everything, record the search's outcome on the parent run and close it.
@@ -536,7 +541,7 @@ class MlflowTracker(Callback):
         self._ending.join(self.flush_timeout_s + 60)
         if self._thread.is_alive() or self.unlogged or self.parent_run_id is None:
             missing = self.unlogged or sorted({tid for _, tid, _ in list(self._queue.queue) if tid}) or ["the search"]
-            log.warning("MLflow at %s did not record %s", self.tracking_uri, ", ".join(missing))
+            log.warning("MLflow at %s did not record %s", mask_url(self.tracking_uri), ", ".join(missing))
             return
         if not self._trials_logged:
             return  # the summary could not be written: warned already
@@ -561,4 +566,4 @@ class MlflowTracker(Callback):
                 self._log_batch(parent, tags={"hpo.stop_reason": str(results.stop_reason)})
             end_run(self.client, parent, "KILLED" if killed else "FAILED" if failed else "FINISHED")
         except Exception as exc:
-            log.warning("MLflow could not record the search summary: %s", exc)
+            log.warning("MLflow could not record the search summary: %s", mask_url(str(exc)))

