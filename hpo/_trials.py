@@ -7,8 +7,9 @@ from typing import Any
 
 
 def error_text(trial: Any) -> str:
-    """The last line of a failed trial's traceback (exception type and message)."""
-    message = getattr(trial, "error_msg", None)  # a packed trial's own error (hpo.packing.SubTrial)
+    """The last line of a failed trial's traceback (exception type and message), or the reason hpo
+    ended it (``hpo_error``: e.g. ``trial_timeout_s``)."""
+    message = getattr(trial, "hpo_error", None) or getattr(trial, "error_msg", None)  # (a packed trial's own)
     if message:
         return str(message)[:500]
     try:

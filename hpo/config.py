@@ -275,6 +275,8 @@ class Experiment(_Strict):
     num_samples: int | None = Field(None, gt=0)
     max_concurrent: int | None = Field(None, gt=0)
     time_budget_s: float | None = Field(None, gt=0)
+    trial_timeout_s: float | None = Field(None, gt=0, description="End a trial as errored when it has not "
+                                          "reported for this many seconds (since its start or its last report)")
     epoch_budget: int | None = Field(None, gt=0, description="Stop the search once its trials together have run "
                                      "this many epochs (reports), pruned trials included: a compute budget")
     resources: Resources = Field(default_factory=lambda: Resources())

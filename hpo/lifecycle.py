@@ -89,7 +89,7 @@ class Collector(Callback):
     def __init__(self, metrics: list[str], searcher: Any, outcomes: TrialOutcomes, *, search_alg: Any = None,
                  epoch_budget: int | None = None, time_budget_s: float | None = None,
                  trial_budget: int | None = None, downstream: list[Any] | None = None, unpacker: Any = None,
-                 run_dir: str | None = None) -> None:
+                 run_dir: str | None = None, trial_timeout_s: float | None = None) -> None:
         self.metrics = list(metrics)
         self.searcher = searcher
         self.search_alg = search_alg if search_alg is not None else searcher
@@ -100,6 +100,7 @@ class Collector(Callback):
         self.downstream = list(downstream or [])
         self.unpacker = unpacker
         self.run_dir = run_dir
+        self.trial_timeout_s = trial_timeout_s
         self.epochs: dict[str, int] = {}  # trial id -> epochs it has run (its highest step)
         self.elapsed_s = 0.0  # search time of earlier runs of this search (before a resume)
         self.key = uuid.uuid4().hex
@@ -113,6 +114,7 @@ class Collector(Callback):
         self._ray_trials: list[Any] = []  # Ray's own list (kept current by Ray)
         self._iteration = 0
         self._started = time.monotonic()
+        self._heard: dict[str, float] = {}  # running trial id -> when it started or last reported
         _COLLECTORS[self.key] = self
 
     def stopper(self) -> CollectorStopper:
@@ -122,7 +124,7 @@ class Collector(Callback):
     def __getstate__(self) -> dict[str, Any]:
         keep = ("metrics", "searcher", "search_alg", "outcomes", "epoch_budget", "time_budget_s", "trial_budget",
                 "downstream", "unpacker", "run_dir", "epochs", "elapsed_s", "key")
-        return {k: self.__dict__[k] for k in keep}
+        return {"trial_timeout_s": self.trial_timeout_s, **{k: self.__dict__[k] for k in keep}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -166,8 +168,18 @@ class Collector(Callback):
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self._ray_trials, self._iteration = trials, iteration  # the same list object Ray appends to
+        if self.trial_timeout_s is not None:
+            self._end_silent(trials)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._heard[trial.trial_id] = time.monotonic()
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        trial.hpo_error = None  # a retry: its own timeout, if any, is decided afresh
+        self._heard.pop(trial.trial_id, None)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._heard[trial.trial_id] = time.monotonic()
         if self.error is not None:
             return
         parts = [r for _, r in split_result(result)] if is_packed(trial.config) else [result]
@@ -184,6 +196,24 @@ class Collector(Callback):
         self.trials = self._expand(trials, started_only=True)
         self._write_outcomes({"epochs": dict(self.epochs), "elapsed_s": self.search_time(),
                               "outcomes": self.outcomes.state()})
+
+    def _end_silent(self, trials: list) -> None:
+        """``trial_timeout_s``: a running trial that has not reported for that long since its start
+        or its last report is ended as errored — its actor killed, however it is stuck (Ray Tune
+        itself only checks budgets when a trial reports). Ray retries it up to ``max_failures``."""
+        from hpo._compat.ray import kill_trial_actor
+
+        now = time.monotonic()
+        for trial in trials:
+            if trial.status != "RUNNING":
+                continue
+            since = self._heard.setdefault(trial.trial_id, now)  # (running when a resume began)
+            assert self.trial_timeout_s is not None
+            if now - since > self.trial_timeout_s and not getattr(trial, "hpo_error", None):
+                trial.hpo_error = (f"timed out: no report for {self.trial_timeout_s:g} s (trial_timeout_s); "
+                                   "its worker was stopped")
+                if not kill_trial_actor(trial):
+                    trial.hpo_error = None
 
     # -- the stopper's work (Ray calls it through CollectorStopper) -----------------------------
 

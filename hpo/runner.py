@@ -180,7 +180,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
                 else searcher
             collector = Collector(exp.metrics, searcher, outcomes, search_alg=search_alg, epoch_budget=exp.epoch_budget,
                                   time_budget_s=exp.time_budget_s, trial_budget=exp.budget, downstream=downstream,
-                                  unpacker=unpacker, run_dir=str(run_dir))
+                                  unpacker=unpacker, run_dir=str(run_dir), trial_timeout_s=exp.trial_timeout_s)
             single = len(exp.metrics) == 1
             tuner = tune.Tuner(
                 trainable,

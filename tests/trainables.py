@@ -24,3 +24,11 @@ def fails_when_large(config):
 
 def reports_wrong_metric(config):
     hpo.report({"accuracy": 0.5, "val_loss": 1.0})
+
+
+def hangs_when_large(config):
+    """Reports once, then for x > 0.5 never reports again (stuck in a sleep), else like `quadratic`."""
+    hpo.report({"loss": 1.0})
+    if config["x"] > 0.5:
+        time.sleep(3600)
+    quadratic(config)

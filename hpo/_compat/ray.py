@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["asha_bracket", "bracket_rungs", "reopen_search", "restored_run_config"]
+__all__ = ["asha_bracket", "bracket_rungs", "kill_trial_actor", "reopen_search", "restored_run_config"]
+
+
+def kill_trial_actor(trial: Any) -> bool:
+    """Kill the Ray actor running ``trial`` (however stuck it is: also inside C code); Ray then
+    sees the trial fail as if its worker died. Ray 2.60 keeps the handle on the private
+    ``Trial.temporary_state.ray_actor``. Returns whether there was an actor to kill."""
+    import ray
+
+    actor = getattr(getattr(trial, "temporary_state", None), "ray_actor", None)
+    if actor is None:
+        return False
+    ray.kill(actor, no_restart=True)
+    return True
 
 
 def restored_run_config(tuner: Any) -> Any:
