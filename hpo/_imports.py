@@ -21,7 +21,7 @@ def import_callable(path: str, key: str = "trainable") -> Any:
         raise HpoConfigError(key, "must be an import path 'package.module:function'", path)
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except (ImportError, TypeError, ValueError) as exc:  # TypeError: '.x' (relative); ValueError: ''
         raise HpoConfigError(key, "must name an importable module", path, f"Import failed: {exc}") from None
     obj: Any = module
     for part in attr.split("."):

@@ -30,9 +30,15 @@ MAX_DEPTH = 64  # nesting levels: far beyond any experiment, far below Python's 
 
 
 class _TooDeep(yaml.YAMLError):
-    def __init__(self, mark: Any) -> None:
+    def __init__(self, path: list[str], mark: Any) -> None:
         super().__init__(f"nested deeper than {MAX_DEPTH} levels")
-        self.mark = mark
+        self.path, self.mark = path, mark
+
+
+class _Tagged(yaml.YAMLError):
+    def __init__(self, path: list[str], tag: str, mark: Any) -> None:
+        super().__init__(f"unknown tag {tag!r}")
+        self.path, self.tag, self.mark = path, tag, mark
 
 
 class _Repeated(yaml.YAMLError):
@@ -42,21 +48,32 @@ class _Repeated(yaml.YAMLError):
 
 
 class StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that refuses repeated mapping keys and nesting deeper than MAX_DEPTH."""
+    """PyYAML's safe loader that refuses repeated mapping keys, nesting deeper than MAX_DEPTH and
+    tags it cannot construct (``!!python/object...``), naming the key path of each."""
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
         self._depth = 0
         self._root: Any = None
+        self._keys: list[str] = []  # the key path of the node being composed
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
+        # `index` is the key node of a mapping value, the position of a sequence item, None for a key
+        part = f"[{index}]" if isinstance(index, int) else getattr(index, "value", None)
+        if part is not None:
+            self._keys.append(str(part))
         try:
             if self._depth > MAX_DEPTH:
-                raise _TooDeep(self.peek_event().start_mark)
+                raise _TooDeep(list(self._keys), self.peek_event().start_mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+            if part is not None:
+                self._keys.pop()
+
+    def construct_undefined(self, node: Any) -> Any:
+        raise _Tagged(_path_of(node, self._root), node.tag, node.start_mark)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: set[Any] = set()
@@ -78,6 +95,8 @@ class StrictLoader(yaml.SafeLoader):
         self._root = node
         return super().construct_document(node)
 
+
+StrictLoader.add_constructor(None, StrictLoader.construct_undefined)  # type: ignore[arg-type]
 
 # YAML 1.2 floats PyYAML (YAML 1.1) reads as strings: exponents without a dot, like 1e-7 or 2E+3
 # (a learning rate written ``1e-3`` must not fail as "must be a number, but got '1e-3'")
@@ -129,9 +148,17 @@ def read_yaml(path: str | Path, key: str, prefix: str | None = None) -> Any:
         raise HpoConfigError(where, "must appear once in a mapping (YAML would keep only the last)", exc.name,
                              f"Line {exc.mark.line + 1} of {p} repeats it; remove one.") from None
     except _TooDeep as exc:
-        raise HpoConfigError(key, f"must not nest deeper than {MAX_DEPTH} levels",
+        shown = next((exc.path[: i + 1] for i, part in enumerate(exc.path) if part.startswith("[")), exc.path)
+        where = _join([p for p in (key if prefix is None else prefix,) if p] + shown[:6]) or key
+        raise HpoConfigError(where, f"must not nest deeper than {MAX_DEPTH} levels",
                              Shown(f"{p}, line {exc.mark.line + 1}"), "Check for runaway brackets or indentation.") \
             from None
+    except _Tagged as exc:
+        where = _join([p for p in (key if prefix is None else prefix,) if p] + exc.path) or key
+        tag = exc.tag.replace("tag:yaml.org,2002:", "!!")
+        raise HpoConfigError(where, "must be plain YAML data: hpo reads YAML with the safe loader, which builds no "
+                             "Python objects", Shown(f"the tag {tag} on line {exc.mark.line + 1} of {p}"),
+                             "Remove the tag.") from None
     except RecursionError:
         raise HpoConfigError(key, "must not nest this deep", str(p)) from None
     except yaml.YAMLError as exc:

@@ -46,8 +46,8 @@ class _Strict(BaseModel):
 class Resources(_Strict):
     """Resources each trial reserves. Fractional GPUs let trials share one GPU."""
 
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    cpu: float = Field(1.0, gt=0, allow_inf_nan=False)
+    gpu: float = Field(0.0, ge=0, allow_inf_nan=False)
 
 
 class StrategyConfig(_Strict):
@@ -74,7 +74,9 @@ class StrategyConfig(_Strict):
                 if isinstance(block, Mapping):
                     block = dict(block)
                     if "name" not in block:
-                        raise ValueError(f"`{role}` given as a mapping needs a `name`")
+                        raise HpoConfigError(f"strategy.{role}.name", f"is required when `{role}` is a mapping", None,
+                                             f"Write e.g. `{role}: {{name: {'tpe' if role == 'searcher' else 'asha'}"
+                                             ", ...}`.")
                     data[role] = block.pop("name")
                     data[f"{role}_options"] = {**block, **data.get(f"{role}_options", {})}
         return data
@@ -212,8 +214,11 @@ mysql: (an optional +driver allowed), but got 'redis://localhost'
         if not path or path == ":memory:":
             raise HpoConfigError(key, "must name an SQLite file (a study in memory is lost when the night ends)",
                                  url, "Write e.g. sqlite:////data/optuna.db.")
-        if not Path(path).parent.is_dir():
-            raise HpoConfigError(key, "must name an SQLite file in an existing directory", url)
+        try:
+            if not Path(path).parent.is_dir():
+                raise HpoConfigError(key, "must name an SQLite file in an existing directory", url)
+        except OSError as exc:  # a name the file system cannot hold
+            raise HpoConfigError(key, "must name an SQLite file the file system can hold", url, exc.strerror) from None
     return url
 
 

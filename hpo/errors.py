@@ -14,6 +14,16 @@ class Shown(str):
         return str(self)
 
 
+MAX_SHOWN = 200  # characters of a value shown in a message (a 5 MB string must not flood the terminal)
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    if len(shown) <= MAX_SHOWN:
+        return shown
+    return f"{shown[:MAX_SHOWN - 40]}...{shown[-20:]} ({len(shown)} characters)"
+
+
 class HpoConfigError(ValueError):
     """A configuration value breaks a rule; raised before anything is launched.
 
@@ -32,7 +42,7 @@ class HpoConfigError(ValueError):
         self.fix = fix
         msg = f"{key}: {rule}"
         if value is not None:
-            msg += f", but got {value!r}"
+            msg += f", but got {_short(value)}"
         if fix:
             msg += f". {fix}"
         super().__init__(msg)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
@@ -226,7 +226,7 @@ def param_from_dict(spec: Any, key: str) -> Param:
     if "type" not in spec:
         raise HpoConfigError(f"{key}.type", f"is required; valid types: {sorted(_TYPES)}", None)
     type_name = spec.pop("type")
-    if type_name not in _TYPES:
+    if not isinstance(type_name, str) or type_name not in _TYPES:  # `type: []` is no type either
         raise HpoConfigError(f"{key}.type", f"must be one of {sorted(_TYPES)}", type_name)
     when = _conditions(spec.pop("when", None), key)
     unknown = set(spec) - _KEYS[type_name]
@@ -246,7 +246,11 @@ def param_from_dict(spec: Any, key: str) -> Param:
         else:
             param = _TYPES[type_name](**spec, when=when)  # type: ignore[call-arg,misc,arg-type]
     except TypeError as exc:
-        missing = sorted(_KEYS[type_name] - set(spec))
-        raise HpoConfigError(key, f"a {type_name} parameter needs {missing}", spec) from exc
+        required = [f.name for f in fields(_TYPES[type_name])  # type: ignore[arg-type]
+                    if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in spec]
+        if missing:  # `high` left out: name it, not the optional keys too
+            raise HpoConfigError(f"{key}.{missing[0]}", f"is required in a {type_name} parameter", None) from exc
+        raise HpoConfigError(key, f"a {type_name} parameter takes {sorted(_KEYS[type_name])}", spec) from exc
     param.check(key)
     return param

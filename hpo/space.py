@@ -251,6 +251,8 @@ def _resolve(spec: Any, base_dir: Path, key: str, seen: tuple[Path, ...]) -> dic
         includes, params = [], spec
     if isinstance(includes, str):
         includes = [includes]
+    if not isinstance(includes, list):
+        raise HpoConfigError(f"{key}.include", "must be a space file name or a list of them", includes)
     if not isinstance(params, Mapping):
         raise HpoConfigError(f"{key}.params", "must be a mapping of parameter name to definition", params)
     merged: dict[str, Param] = {}
@@ -269,8 +271,11 @@ def _find_include(ref: str, base_dir: Path, key: str) -> Path:
     if not ref.endswith((".yaml", ".yml")):
         candidates += [SEARCH_SPACES_DIR / f"{ref}.yaml"]
     for c in candidates:
-        if c.is_file():
-            return c.resolve()
+        try:
+            if c.is_file():
+                return c.resolve()
+        except OSError:  # a name too long for the file system, say: no such file either
+            continue
     raise HpoConfigError(key, f"must name an existing space file (looked in {base_dir} and {SEARCH_SPACES_DIR})", ref)
 
 

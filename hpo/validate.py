@@ -99,7 +99,13 @@ http:, https:, postgresql:, mysql:, mssql:, databricks:, but got 'ftp://***@host
                                  if scheme == "file" or ":" not in uri else None)
         if scheme == "sqlite":
             path = uri.split(":///", 1)[1] if ":///" in uri else ""
-            if path and not Path(path).parent.is_dir():
-                raise HpoConfigError(key, "must name an SQLite file in an existing directory", shown)
+            try:
+                if path and not Path(path).parent.is_dir():
+                    raise HpoConfigError(key, "must name an SQLite file in an existing directory", shown)
+                if path and Path(path).is_dir():  # raises for a name the file system cannot hold
+                    raise HpoConfigError(key, "must name an SQLite file, not a directory", shown)
+            except OSError as exc:
+                raise HpoConfigError(key, "must name an SQLite file the file system can hold", shown,
+                                     exc.strerror) from None
         return uri
     return default_tracking_uri()

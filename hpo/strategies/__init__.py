@@ -131,6 +131,9 @@ def check_strategy(
     names, option names, option values (declared constraints) and rules across them."""
     searcher = get_strategy(spec.searcher, "searcher", f"{key}.searcher")
     scheduler = get_strategy(spec.scheduler, "scheduler", f"{key}.scheduler")
+    if spec.seed is not None and (isinstance(spec.seed, bool) or not isinstance(spec.seed, int)
+                                  or not 0 <= spec.seed < 2**32):  # numpy's range: Optuna and Ray fail beyond it
+        raise HpoConfigError(f"{key}.seed", "must be an integer from 0 to 2**32 - 1, or null", spec.seed)
     if scheduler.needs_budget and not budget:
         raise HpoConfigError(
             f"{key}.max_t",

@@ -90,6 +90,35 @@ def _check_name(key: str, field: str, value: Any) -> None:
         raise HpoConfigError(key, f"must be one of {list(valid)}{more}", value, hint)
 
 
+def _check_dataset(key: str, value: Any) -> None:
+    """A data set's name, before anything is loaded: a built-in one, a file that exists, or a loader's
+    import path (what :func:`hpo.train.data.load_dataset` accepts)."""
+    from pathlib import Path
+
+    from hpo.train.data import BUILTIN_DATASETS, FILE_SUFFIXES
+
+    rule = (f"must be one of {list(BUILTIN_DATASETS)}, a file ending in {list(FILE_SUFFIXES)}, "
+            "or a 'module:function' loader")
+    if not isinstance(value, str) or not value.strip():
+        raise HpoConfigError(key, rule, value)
+    if value in BUILTIN_DATASETS:
+        return
+    if value.lower().endswith(FILE_SUFFIXES):
+        try:
+            exists = Path(value).is_file()
+        except OSError:  # e.g. a name too long for the file system
+            exists = False
+        if not exists:
+            raise HpoConfigError(key, "must be an existing file", value, f"Looked at {Path(value).resolve()}")
+    elif ":" in value:
+        from hpo._imports import import_callable
+
+        import_callable(value, key)
+    else:
+        close = difflib.get_close_matches(value, BUILTIN_DATASETS, n=1)
+        raise HpoConfigError(key, rule, value, f"Did you mean {close[0]!r}?" if close else None)
+
+
 def _int_setting(task: dict[str, Any], key: str, low: int, default: int) -> int:
     v = task.get(key, default)
     if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -165,6 +194,9 @@ def check_task_settings(task: dict[str, Any], space_values: dict[str, list[Any] 
                     f"{where}.{k}", f"is not a setting of the built-in task; valid: {known}", k,
                     f"Did you mean {close[0]!r}?" if close else None,
                 )
+    _check_dataset("task.dataset", task.get("dataset", TaskConfig.dataset))
+    for v in space_values.get("dataset") or []:
+        _check_dataset("space.dataset", v)
     for field in (*_NAMED, "train_step"):
         if field in task:
             _check_name(f"task.{field}", field, task[field])
