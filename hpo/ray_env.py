@@ -1,14 +1,24 @@
-"""Ray for a search: starting or joining it, and the Ray Tune settings hpo runs under."""
+"""Ray for a search: starting or joining it, the checks of the cluster it joined (before any
+trial is queued), and the Ray Tune settings hpo runs under."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import socket
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ray_session", "tune_settings"]
+from hpo.errors import HpoConfigError, Shown
+
+if TYPE_CHECKING:
+    from hpo.config import Experiment
+
+__all__ = ["check_cluster", "check_reachable", "check_resources_fit", "check_shared_storage", "ray_session",
+           "tune_settings"]
+
+SHARED_STORAGE_ENV = "HPO_SHARED_STORAGE"
 
 
 @contextmanager
@@ -19,6 +29,7 @@ def ray_session(address: str | None) -> Iterator[Any]:
 
     started = False
     if not ray.is_initialized():
+        check_reachable(address)
         ray.init(
             address=address,
             include_dashboard=False,
@@ -58,3 +69,136 @@ def tune_settings() -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail within ``timeout`` seconds when ``address`` (``host:port`` or ``ray://host:port``) does
+    not answer: ``ray.init`` itself retries an unreachable address for minutes. ``None``,
+    ``auto`` and ``local`` are Ray's to resolve (``auto`` fails at once when no cluster runs)."""
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise HpoConfigError("--address", "must be HOST:PORT (the head node's GCS port, 6379 by default), "
+                             "'auto' or ray://HOST:PORT", address)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise HpoConfigError("--address", f"must reach a running Ray cluster within {timeout:g} s "
+                             f"({exc.strerror or exc})", address,
+                             "Start one with `ray start --head --port=PORT` (or `ray up`), check the host "
+                             "and port, and that a firewall lets this machine reach it.") from None
+
+
+def _fmt_resources(res: Mapping[str, float]) -> str:
+    parts = [f"{k} {v:g}" for k, v in (("CPU", res.get("CPU", 0)), ("GPU", res.get("GPU", 0)))]
+    if res.get("memory"):
+        parts.append(f"memory {res['memory'] / 2**30:.1f} GiB")
+    return ", ".join(parts)
+
+
+def check_resources_fit(request: Mapping[str, float], nodes: Iterable[Mapping[str, float]],
+                        startable: Iterable[Mapping[str, float]] = ()) -> None:
+    """Refuse a per-trial ``request`` (``{"CPU": 2, "GPU": 0.5}``) that no single node can hold:
+    neither an alive node (its total resources) nor a node type the autoscaler may still start.
+    Ray would otherwise keep the trial pending, silently, for ever.
+
+    Example:
+        >>> check_resources_fit({"CPU": 64, "GPU": 0}, [{"CPU": 8, "GPU": 1}, {"CPU": 16}])
+        Traceback (most recent call last):
+        ...
+        hpo.errors.HpoConfigError: resources: each trial must fit on one node, but got CPU 64, GPU 0 \
+per trial; the largest node has CPU 16, GPU 0. Lower resources.cpu/resources.gpu, or add a node \
+(or an autoscaler node type) that large
+    """
+    shapes = [dict(n) for n in [*nodes, *startable]]
+    need = {k: v for k, v in request.items() if v > 0}
+    if not shapes or any(all(n.get(k, 0) >= v for k, v in need.items()) for n in shapes):
+        return
+    order = ("GPU", "CPU") if need.get("GPU") else ("CPU", "GPU")  # the largest in what is asked for most
+    largest = max(shapes, key=lambda n: tuple(n.get(k, 0) for k in (*order, "memory")))
+    raise HpoConfigError("resources", "each trial must fit on one node",
+                         Shown(f"{_fmt_resources(request)} per trial; the largest node has "
+                               f"{_fmt_resources(largest)}"),
+                         "Lower resources.cpu/resources.gpu, or add a node (or an autoscaler node type) that large")
+
+
+def check_shared_storage(storage_path: str, node_ips: Iterable[str], local_ips: Iterable[str],
+                         env: Mapping[str, str] | None = None) -> None:
+    """Refuse a run directory on this machine's own disk when some alive node is another host:
+    since Ray 2.7 trials on other nodes write their checkpoints to ``storage_path`` themselves,
+    and Ray only says so when the first checkpoint syncs. Nodes that are all on this machine (a
+    ``ray start`` head and workers on one host) share its disk. ``HPO_SHARED_STORAGE=1`` says the
+    path is shared (an NFS, EFS or Filestore mount, a mounted bucket, at the same path on every node).
+
+    Example:
+        >>> check_shared_storage("hpo_results", ["10.0.0.1", "10.0.0.2"], ["10.0.0.1"], env={})
+        Traceback (most recent call last):
+        ...
+        hpo.errors.HpoConfigError: storage_path: must be shared storage on a cluster of several hosts \
+(nodes 10.0.0.2 are other machines), but got 'hpo_results'. Mount shared storage (NFS, EFS, Filestore) \
+at the same path on every node, point storage_path there and set HPO_SHARED_STORAGE=1
+    """
+    env = os.environ if env is None else env
+    if env.get(SHARED_STORAGE_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return
+    local = set(local_ips) | {"127.0.0.1", "::1", "localhost"}
+    others = sorted({ip for ip in node_ips if ip not in local})
+    if others:
+        raise HpoConfigError("storage_path", f"must be shared storage on a cluster of several hosts "
+                             f"(nodes {', '.join(others)} are other machines)", storage_path,
+                             "Mount shared storage (NFS, EFS, Filestore) at the same path on every node, "
+                             f"point storage_path there and set {SHARED_STORAGE_ENV}=1")
+
+
+def _local_ips(ray: Any) -> set[str]:
+    ips = {ray.util.get_node_ip_address()}
+    try:
+        ips |= {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        pass
+    return ips
+
+
+AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts the cluster's config on the head node
+
+
+def _startable_node_types(bootstrap: str = AUTOSCALING_CONFIG) -> list[dict[str, float]]:
+    """Resources of the node types an autoscaler may still start: from the cluster config the
+    autoscaler reported to the GCS (KubeRay, autoscaler v2), else from ``ray up``'s config on the
+    head node (a driver submitted with ``ray job submit`` runs there); none when neither is there."""
+    try:
+        import ray._private.state
+
+        config = ray._private.state.state.get_cluster_config()
+        if config:
+            return [dict(g.resources) for g in config.node_group_configs if g.max_count != 0]
+    except Exception:  # a private API: without it, the config file and alive nodes count
+        pass
+    path = os.path.expanduser(bootstrap)
+    if not os.path.isfile(path):
+        return []
+    import yaml
+
+    try:
+        with open(path) as f:
+            types = (yaml.safe_load(f) or {}).get("available_node_types") or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    return [{k: float(v) for k, v in (t.get("resources") or {}).items()} for t in types.values()
+            if isinstance(t, dict) and t.get("max_workers", 1) != 0]
+
+
+def check_cluster(exp: Experiment, ray: Any, storage_path: str) -> None:
+    """The checks of the joined Ray cluster before any trial is queued: every trial's resources
+    fit on some node (alive, or startable by the autoscaler), and ``storage_path`` is shared when
+    the nodes span several hosts.
+
+    Raises:
+        HpoConfigError: naming ``resources`` (with the largest node) or ``storage_path``.
+    """
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    check_resources_fit({"CPU": exp.resources.cpu, "GPU": exp.resources.gpu},
+                        [n.get("Resources", {}) for n in nodes], _startable_node_types())
+    check_shared_storage(storage_path, [n.get("NodeManagerAddress", "") for n in nodes], _local_ips(ray))

@@ -19,7 +19,7 @@ from typing import Any
 from hpo.config import Experiment
 from hpo.errors import HpoConfigError, SearchInterrupted
 from hpo.plots import write_search_files
-from hpo.ray_env import ray_session, tune_settings
+from hpo.ray_env import check_cluster, ray_session, tune_settings
 from hpo.results import Results
 from hpo.rundir import (
     OUTCOMES_FILE,
@@ -129,7 +129,8 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
 
     num_samples = exp.resolved_num_samples()
     caps = capabilities(exp.strategy.spec(), exp.budget)
-    with ray_session(address), tune_settings():
+    with ray_session(address) as ray, tune_settings():
+        check_cluster(exp, ray, exp.storage_path)  # before anything is written or queued: Ray would wait for ever
         dataset = data.result()  # its error, if any, ends the search here: Ray is shut down, nothing written
         trainable = trainable_of(exp, fn, dataset)
         if restore and has_ray_state(run_dir):

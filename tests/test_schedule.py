@@ -22,6 +22,7 @@ from croniter import croniter
 
 from hpo.cli import main
 from hpo.schedule import on_calendar, utc_cron
+from tests.kuberay import crd_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 HPO = Path(sys.executable).with_name("hpo")
@@ -136,14 +137,6 @@ def test_systemd_units_pass_systemd_analyze_verify(exp, capsys, tmp_path):
                           capture_output=True).returncode != 0
 
 
-def _rayjob_schema() -> dict:
-    for candidate in (os.environ.get("HPO_RAYJOB_SCHEMA"), ROOT / "cluster/kuberay/schema/rayjob-v1.schema.json",
-                      ROOT.parent / "shared/kuberay/rayjob-v1.schema.json"):
-        if candidate and Path(candidate).is_file():
-            return json.loads(Path(candidate).read_text())
-    pytest.skip("no RayJob CRD schema (cluster/kuberay/README.md says where it is looked for)")
-
-
 def _k8s_docs(exp: Path, capsys: pytest.CaptureFixture[str], out_dir: Path) -> list[dict]:
     code, out, _ = schedule(capsys, str(exp), "--cron", "0 2 * * *", "--target", "kubernetes", "--tz", "Europe/Berlin",
                             "--install", "--out", str(out_dir), "--image", "registry.example/hpo:1")
@@ -185,7 +178,7 @@ def test_kubernetes_manifests_validate_against_their_schemas(exp, capsys, tmp_pa
 def test_rayjob_validates_against_the_kuberay_crd_schema(exp, capsys, tmp_path):
     import jsonschema
 
-    schema = _rayjob_schema()
+    schema = crd_schema("RayJob")
     rayjob = next(d for d in _k8s_docs(exp, capsys, tmp_path / "k8s") if d["kind"] == "RayJob")
     # OpenAPI v3 schemas are JSON Schema draft 4 with extensions (x-kubernetes-*, which it ignores)
     jsonschema.Draft4Validator.check_schema(schema)
