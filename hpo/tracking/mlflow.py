@@ -20,7 +20,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,25 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):  # not Linux, or not allowed: normal priority
         pass
+
+
+@contextmanager
+def sqlite_init_lock(uri: str) -> Iterator[None]:
+    """For an SQLite store, an exclusive ``flock`` beside the database file while a process opens
+    it: MLflow creates and migrates a new database on first use, and two searches starting at once
+    on one new file race in that migration (one fails with an alembic error). Other stores: no-op."""
+    path = uri.split(":///", 1)[1] if uri.startswith("sqlite:///") else None
+    if not path or path == ":memory:" or not Path(path).parent.is_dir():
+        yield
+        return
+    import fcntl
+
+    fd = os.open(f"{path}.hpo-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class MlflowTracker(Callback):
@@ -204,7 +224,10 @@ class MlflowTracker(Callback):
         if self.client is None:
             from mlflow.tracking import MlflowClient
 
-            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            with sqlite_init_lock(self.tracking_uri):
+                client = MlflowClient(tracking_uri=self.tracking_uri)
+                client.search_experiments(max_results=1)  # creates (migrates) a new store under the lock
+            self.client = client
 
     def _open(self) -> None:
         exp = self.client.get_experiment_by_name(self.experiment_name)
