@@ -43,11 +43,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_assignment=False, strict=True)
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)
+
+
+def parse_size(value: Any, key: str = "resources.memory") -> int:
+    """Bytes in a memory size: an integer number of bytes or a string like ``"512M"``, ``"2G"``,
+    ``"1.5GiB"`` (powers of 1024).
+
+    Example:
+        >>> parse_size("512M"), parse_size("1.5G"), parse_size(1000)
+        (536870912, 1610612736, 1000)
+    """
+    rule = "must be a size: bytes, or a number with K, M, G or T (powers of 1024), like '512M' or '2G'"
+    if isinstance(value, bool):
+        raise HpoConfigError(key, rule, value)
+    if isinstance(value, int):
+        if value <= 0:
+            raise HpoConfigError(key, "must be more than zero", value)
+        return value
+    m = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not m:
+        raise HpoConfigError(key, rule, value)
+    size = int(float(m.group(1)) * 1024 ** " kmgt".index((m.group(2) or " ").lower()))
+    if size <= 0:
+        raise HpoConfigError(key, "must be more than zero", value)
+    return size
+
+
 class Resources(_Strict):
     """Resources each trial reserves. Fractional GPUs let trials share one GPU."""
 
     cpu: float = Field(1.0, gt=0, allow_inf_nan=False)
     gpu: float = Field(0.0, ge=0, allow_inf_nan=False)
+    memory: Union[int, str, None] = Field(  # noqa: UP007
+        None, description="Memory a trial may allocate beyond its worker process's own (e.g. '2G'): reserved "
+        "from Ray's memory resource and enforced in the worker, where more fails that trial with MemoryError")
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: Any) -> Any:
+        if v is not None:
+            parse_size(v)
+        return v
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return None if self.memory is None else parse_size(self.memory)
 
 
 class StrategyConfig(_Strict):

@@ -109,7 +109,7 @@ def check_resources_fit(request: Mapping[str, float], nodes: Iterable[Mapping[st
         Traceback (most recent call last):
         ...
         hpo.errors.HpoConfigError: resources: each trial must fit on one node, but got CPU 64, GPU 0 \
-per trial; the largest node has CPU 16, GPU 0. Lower resources.cpu/resources.gpu, or add a node \
+per trial; the largest node has CPU 16, GPU 0. Lower resources.cpu/resources.gpu/resources.memory, or add a node \
 (or an autoscaler node type) that large
     """
     shapes = [dict(n) for n in [*nodes, *startable]]
@@ -121,7 +121,8 @@ per trial; the largest node has CPU 16, GPU 0. Lower resources.cpu/resources.gpu
     raise HpoConfigError("resources", "each trial must fit on one node",
                          Shown(f"{_fmt_resources(request)} per trial; the largest node has "
                                f"{_fmt_resources(largest)}"),
-                         "Lower resources.cpu/resources.gpu, or add a node (or an autoscaler node type) that large")
+                         "Lower resources.cpu/resources.gpu/resources.memory, or add a node (or an autoscaler "
+                         "node type) that large")
 
 
 def check_shared_storage(storage_path: str, node_ips: Iterable[str], local_ips: Iterable[str],
@@ -199,6 +200,6 @@ def check_cluster(exp: Experiment, ray: Any, storage_path: str) -> None:
         HpoConfigError: naming ``resources`` (with the largest node) or ``storage_path``.
     """
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    check_resources_fit({"CPU": exp.resources.cpu, "GPU": exp.resources.gpu},
-                        [n.get("Resources", {}) for n in nodes], _startable_node_types())
+    request = {"CPU": exp.resources.cpu, "GPU": exp.resources.gpu, "memory": float(exp.resources.memory_bytes or 0)}
+    check_resources_fit(request, [n.get("Resources", {}) for n in nodes], _startable_node_types())
     check_shared_storage(storage_path, [n.get("NodeManagerAddress", "") for n in nodes], _local_ips(ray))

@@ -32,3 +32,12 @@ def hangs_when_large(config):
     if config["x"] > 0.5:
         time.sleep(3600)
     quadratic(config)
+
+
+def allocates(config):
+    """Reports, allocates and touches `mb` megabytes (numpy), reports again."""
+    import numpy as np
+
+    hpo.report({"loss": 1.0})
+    block = np.ones(int(config["mb"] * 2**20 // 8))
+    hpo.report({"loss": float(block[-1]) / 2})

@@ -76,7 +76,10 @@ def trainable_of(exp: Experiment, fn: Callable[..., Any] | None, data: Any) -> A
     trial's resources."""
     from ray import tune
 
-    resources = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
+    resources: dict[str, float] = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
+    memory = exp.resources.memory_bytes
+    if memory is not None:
+        resources["memory"] = memory
     if exp.is_builtin:
         from hpo.train import train
 
@@ -84,10 +87,43 @@ def trainable_of(exp: Experiment, fn: Callable[..., Any] | None, data: Any) -> A
         # Split once here (every fold too), put in Ray's object store once, read by every trial on every node.
         data.splits(int(task.get("cv_folds", 0)))
         threads = max(1, int(exp.resources.cpu))
-        return tune.with_resources(tune.with_parameters(train, data=data, threads=threads, task=task,
+        run = memory_capped(train, memory) if memory is not None else train
+        return tune.with_resources(tune.with_parameters(run, data=data, threads=threads, task=task,
                                                         plan=report_plan(exp)), resources)
     if fn is None:
         from hpo._imports import import_callable
 
         fn = exp.trainable if callable(exp.trainable) else import_callable(exp.trainable)
-    return tune.with_resources(fn, resources)
+    return tune.with_resources(memory_capped(fn, memory) if memory is not None else fn, resources)
+
+
+def memory_capped(fn: Callable[..., Any], extra_bytes: int) -> Callable[..., Any]:
+    """``fn`` run with the worker process's data limit (``RLIMIT_DATA``: heap and private
+    mappings, which numpy's and torch's CPU allocations are) set to what the process holds at the
+    trial's start plus ``extra_bytes``: a trial that allocates more gets ``MemoryError`` (torch: a
+    "can't allocate memory" error) and fails alone, instead of the machine's OOM killer picking a
+    process. The limit is lifted again when the trial returns (a reused worker runs the next one)."""
+    import functools
+
+    @functools.wraps(fn)
+    def capped(config: Any, **kwargs: Any) -> Any:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        limit = _data_bytes() + extra_bytes
+        resource.setrlimit(resource.RLIMIT_DATA, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+        try:
+            return fn(config, **kwargs)
+        finally:
+            resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+    return capped
+
+
+def _data_bytes() -> int:
+    """The process's data segment now (``VmData`` of /proc/self/status), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    return 0
