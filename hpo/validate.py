@@ -54,6 +54,30 @@ def validate(exp: Experiment, tracking_uri: str | None = None) -> None:
         import_callable(exp.trainable)
     if exp.tracking.enabled:
         tracking_uri_of(exp, tracking_uri)
+    check_storage_path(exp.storage_path)
+
+
+def check_storage_path(storage_path: str, key: str = "storage_path") -> None:
+    """``storage_path`` is a directory this process can write in, or one it can create: probed by
+    creating and removing an empty directory in it (or in its nearest existing parent), so an
+    unwritable path fails here, before Ray starts, and nothing is left behind.
+
+    Raises:
+        HpoConfigError: naming ``key`` with the path and why it cannot be written.
+    """
+    import tempfile
+
+    path = Path(storage_path).expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise HpoConfigError(key, f"must be a directory hpo can create, but {existing} is a file", storage_path)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".hpo-probe-", dir=existing))
+    except OSError as exc:
+        raise HpoConfigError(key, f"must be writable, but {existing} is not ({exc.strerror})", storage_path,
+                             "Point storage_path at a directory this user can write (on every node).") from None
 
 
 def space_values(exp: Experiment) -> dict[str, list[Any] | None]:

@@ -207,3 +207,16 @@ def test_validation_starts_no_ray_torch_or_mlflow(tmp_path: Path) -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["task.batch_size", "[]"], out.stdout
+
+
+@pytest.mark.parametrize("where", ["/proc/hpo-runs", "{file}/runs"])
+def test_an_unwritable_storage_path_is_refused_before_launch_and_nothing_is_left(tmp_path, where):
+    from hpo.validate import check_storage_path
+
+    (tmp_path / "file").write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(HpoConfigError, match="storage_path") as e:
+        check_storage_path(where.format(file=tmp_path / "file"))
+    assert "must be" in str(e.value)
+    check_storage_path(str(tmp_path / "new" / "runs"))  # creatable: fine, and not created by the probe
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
