@@ -84,6 +84,7 @@ class NightPlan:
     storage: str
     lineage: str
     promote: bool = False  # compare the night's best model with the registered champion
+    new_budget_s: float | None = None  # --time-budget given: also for a night that is continued
 
 
 @dataclass
@@ -162,7 +163,7 @@ def plan_night(exp: Experiment, date: str | None = None, time_budget: str | None
     root = Path(exp.storage_path).resolve()
     storage = database_url(exp.nightly.storage) if exp.nightly.storage else f"sqlite:///{root / 'optuna.db'}"
     return NightPlan(night_exp, night, night_run_dir(root, exp.name, night), root / f"{exp.name}.nightly.lock",
-                     storage, study_name(exp), promote)
+                     storage, study_name(exp), promote, budget_s if time_budget is not None else None)
 
 
 @contextmanager
@@ -389,7 +390,8 @@ def _search(plan: NightPlan, record: dict[str, Any], resuming: bool, fingerprint
     message = None
     try:
         if resuming:
-            results = resume(str(plan.run_dir), address=address, tracking_uri=tracking_uri)
+            results = resume(str(plan.run_dir), address=address, tracking_uri=tracking_uri,
+                             time_budget_s=plan.new_budget_s)
         else:
             tags = {"hpo.night": plan.date, "hpo.lineage": plan.lineage,
                     "hpo.data_fingerprint": fingerprint or "none"}

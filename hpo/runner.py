@@ -101,7 +101,7 @@ def run(
 
 
 def resume(name_or_path: str, *, trainable: Callable[..., Any] | None = None, storage_path: str = "hpo_results",
-           address: str | None = None, tracking_uri: str | None = None) -> Results:
+           address: str | None = None, tracking_uri: str | None = None, time_budget_s: float | None = None) -> Results:
     """Continue a killed or interrupted search in place: finished trials are kept, unfinished
     ones restart from their last checkpoint, MLflow runs continue without duplicates, and the
     epoch and time budgets go on from what the search had spent."""
@@ -112,6 +112,8 @@ def resume(name_or_path: str, *, trainable: Callable[..., Any] | None = None, st
     if trainable is not None:
         record["trainable"] = trainable
     exp = Experiment.from_dict(record)
+    if time_budget_s is not None:  # a new budget for the whole search (its earlier runs' time counts)
+        exp = exp.model_copy(update={"time_budget_s": time_budget_s})
     validate(exp)
     data = load_data_meanwhile(exp)
     return _execute(exp, run_dir, address or exp.address, tracking_uri, restore=True, fn=trainable, data=data)
@@ -143,6 +145,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             # they still share one TrialOutcomes record; the collector holds them all.
             collector: Any = next(c for c in _restored_callbacks(tuner) if isinstance(c, Collector))
             outcomes: Any = collector.outcomes
+            collector.time_budget_s = exp.time_budget_s  # as recorded, or a new one given to resume()
             tracker = next((c for c in collector.downstream_callbacks() if isinstance(c, MlflowTracker)), None)
             if tracker is not None and tracking_uri:
                 tracker.tracking_uri = tracking_uri  # pickled without its password

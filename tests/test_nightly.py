@@ -85,6 +85,13 @@ def test_the_nights_time_budget_comes_from_the_flag_then_the_nightly_block_then_
     assert plan_night(_exp(tmp_path, time_budget_s=50), "2026-11-29").exp.time_budget_s == 50
 
 
+def test_a_time_budget_flag_also_applies_to_a_continued_night(tmp_path):
+    """--time-budget is kept apart on the plan: a killed night continued with it gets the new
+    budget (hpo.runner.resume(time_budget_s=...) sets the restored collector's)."""
+    assert plan_night(_exp(tmp_path), "2026-11-29", "90s").new_budget_s == 90
+    assert plan_night(_exp(tmp_path, nightly={"time_budget": "1h"}), "2026-11-29").new_budget_s is None
+
+
 @pytest.mark.parametrize("tz", ["Mars/Olympus", "utc+2", ""])
 def test_a_bad_time_zone_is_an_error(tmp_path, tz):
     with pytest.raises(HpoConfigError) as err:
