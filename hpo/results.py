@@ -30,6 +30,7 @@ class TrialRecord:
     gpu: str | None = None  # the GPU(s) the trial ran on ("none" on CPU)
     cut_at: int | None = None  # cut by the search (not a scheduler) after this step
     cut_reason: str | None = None  # why: time budget, epoch budget, SIGINT, SIGTERM, metric check
+    retries: int = 0  # times Ray restarted the trial after its run failed (a lost node, a crash; max_failures)
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Results:
                 checkpoint=getattr(getattr(tr, "checkpoint", None), "path", None),
                 rung=rungs.get(tid, (None, None))[0], rung_epoch=rungs.get(tid, (None, None))[1],
                 gpu=last.get(GPU_KEY), cut_at=cut[0] if cut else None, cut_reason=cut[1] if cut else None,
+                retries=max(int(getattr(tr, "num_failures", 0) or 0) - errored, 0),
             ))
         records.sort(key=lambda t: t.trial_id)
         return cls(name, metrics, modes, records, storage_path, **kw)

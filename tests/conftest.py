@@ -8,12 +8,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hpo.testing.processes import free_port, stop_processes_under
+from hpo.testing.processes import free_port, proc_table, processes_under, stop_processes_under
 
 ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -51,6 +54,57 @@ def ray_address() -> str:
         yield address
     finally:
         ray.shutdown()
+        stop_processes_under(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@dataclass
+class LocalCluster:
+    """A Ray cluster of ``ray start`` processes on this machine (:func:`ray_cluster`)."""
+
+    address: str
+    temp_dir: str
+    worker_ports: list[int] = field(default_factory=list)  # each worker node's node-manager port
+
+    def node_id(self, port: int) -> str | None:
+        """The Ray node id of the worker node on node-manager port ``port`` (from its raylet's command line)."""
+        for _, cmd in proc_table().values():
+            if "raylet/raylet" in cmd and f"--node_manager_port={port} " in cmd and self.temp_dir in cmd:
+                return cmd.split("--node_id=", 1)[1].split()[0]
+        return None
+
+    def kill_node(self, port: int) -> set[int]:
+        """``kill -9`` a worker node: its raylet and every process under it (agents, trial workers)."""
+        import signal
+
+        pids = processes_under(f"--node_manager_port={port} ")  # a port bound by this node's raylet alone
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return pids
+
+
+@contextmanager
+def ray_cluster(head_cpus: int, worker_cpus: list[int], env: dict[str, str] | None = None) -> Iterator[LocalCluster]:
+    """A head node and one worker node per entry of ``worker_cpus`` (its CPUs), as ``ray start``
+    processes sharing a temp dir; every process under it is stopped afterwards, also on failure."""
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths have a length limit
+    cluster = LocalCluster(f"127.0.0.1:{port}", temp_dir)
+    full_env = {**_env(), **(env or {})}
+    common = ["--disable-usage-stats", f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1"]
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                        f"--num-cpus={head_cpus}", *common], check=True, env=full_env, capture_output=True)
+        for cpus in worker_cpus:
+            nm_port = free_port()
+            subprocess.run([RAY, "start", f"--address={cluster.address}", f"--num-cpus={cpus}",
+                            f"--node-manager-port={nm_port}", *common], check=True, env=full_env, capture_output=True)
+            cluster.worker_ports.append(nm_port)
+        yield cluster
+    finally:
         stop_processes_under(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 

@@ -41,3 +41,25 @@ def allocates(config):
     hpo.report({"loss": 1.0})
     block = np.ones(int(config["mb"] * 2**20 // 8))
     hpo.report({"loss": float(block[-1]) / 2})
+
+
+def checkpointed(config):
+    """`steps` steps of `sleep` s, each saved in a checkpoint; a restarted run goes on from its last
+    checkpoint. Reports `loss` and `resumed_after` (the step it went on from, 0 on a fresh start)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from ray import tune
+
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start = int(json.loads((Path(d) / "state.json").read_text())["step"])
+    for step in range(start + 1, int(config.get("steps", 4)) + 1):
+        time.sleep(float(config.get("sleep", 0.0)))
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "state.json").write_text(json.dumps({"step": step}))
+            hpo.report({"loss": (config["x"] - 0.3) ** 2 + 1.0 / step, "resumed_after": start},
+                       checkpoint=tune.Checkpoint.from_directory(d))

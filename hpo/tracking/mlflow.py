@@ -152,6 +152,7 @@ class MlflowTracker(Callback):
         self._params: dict[str, dict[str, str]] = {}  # trial id -> params already in MLflow (never changed)
         self._config: dict[str, dict[str, Any]] = {}  # trial id -> its current config
         self._jumps: dict[str, list[str]] = {}  # trial id -> PBT step jumps ("2->7")
+        self._nodes: dict[str, list[str]] = {}  # trial id -> the nodes it reported from, in order
         self._queue: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self._stop = threading.Event()
         self._go = threading.Event()  # the first result is in: time to connect (see start)
@@ -268,6 +269,9 @@ class MlflowTracker(Callback):
                 self._logged_step[tid] = max(steps, default=0)
                 if r.info.status != "RUNNING":
                     self._closed[tid] = r.data.tags.get("hpo.status", "")
+                nodes = r.data.tags.get("hpo.nodes") or r.data.tags.get("hpo.node")
+                if nodes:
+                    self._nodes[tid] = nodes.split(",")
 
     # -- Tune events (driver thread: enqueue only) ------------------------------------------
 
@@ -312,6 +316,10 @@ class MlflowTracker(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._queue.put(("end", trial.trial_id, self._end_of(trial, errored=True)))
         self._go.set()
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """The trial's run failed (its node was lost, its worker died) and Ray restarts it."""
+        self._queue.put(("retry", trial.trial_id, int(getattr(trial, "num_failures", 0) or 0)))
 
     def replay(self, trial_id: str, config: dict[str, Any], results: list[dict[str, Any]],
                end: tuple[str, str | None] | None) -> None:
@@ -418,10 +426,17 @@ class MlflowTracker(Callback):
                     steps[tid], fresh = step, True
                 if not fresh:
                     continue  # all of it is in MLflow already (a resumed search's replay): no request
-                node = payload.get(NODE_KEY) or payload.get("node_ip")
-                tags.setdefault(tid, {}).update({"hpo.node": str(node), "hpo.last_step": str(steps[tid])})
+                node = str(payload.get(NODE_KEY) or payload.get("node_ip"))
+                tags.setdefault(tid, {}).update({"hpo.node": node, "hpo.last_step": str(steps[tid])})
+                nodes = self._nodes.setdefault(tid, [])
+                if not nodes or nodes[-1] != node:
+                    nodes.append(node)
+                if len(nodes) > 1:  # the trial moved (a retry on another node): every node, in order
+                    tags[tid]["hpo.nodes"] = ",".join(nodes)[:5000]
                 if payload.get(GPU_KEY):
                     tags[tid]["hpo.gpu"] = str(payload[GPU_KEY])
+            elif kind == "retry":
+                tags.setdefault(tid, {})["hpo.retries"] = str(payload)
             else:
                 ends[tid] = payload
         run_status: dict[str, str] = {}
