@@ -186,6 +186,30 @@ def _dir_mb(path: Path) -> tuple[float, int]:
     return size / 2**20, files
 
 
+def _record_counts(results: Any, db: Path | None) -> dict[str, Any]:
+    """How many trials each record holds, and whether each trial is there exactly once."""
+    import sqlite3
+
+    from hpo.rundir import saved_records
+
+    ids = [t.trial_id for t in results.trials]
+    saved = [r["trial_id"] for r in saved_records(Path(results.storage_path))]  # (the run directory)
+    study = len(results.study.trials) if results.study is not None else None
+    out: dict[str, Any] = {"results": len(ids), "trials_json": len(saved), "optuna_trials": study}
+    exact = len(set(ids)) == len(ids) and sorted(saved) == sorted(ids) and study in (None, len(ids))
+    if db is not None:
+        con = sqlite3.connect(db)
+        runs, distinct = con.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT t.value) FROM tags p JOIN tags t ON t.run_uuid = p.run_uuid AND "
+            "t.key = 'hpo.trial_id' WHERE p.key = 'mlflow.parentRunId' AND p.value = ?",
+            (results.parent_run_id,)).fetchone()
+        con.close()
+        out["mlflow_child_runs"] = runs
+        exact = exact and runs == distinct == len(ids)
+    out["exact"] = exact
+    return out
+
+
 def measure_search(trials: int, variant: str, work: Path) -> dict[str, Any]:
     """One search of ``trials`` trials; ``variant`` is ``off`` or ``sqlite`` (MLflow tracking)."""
     uri = f"sqlite:///{work / 'mlflow.db'}" if variant == "sqlite" else None
@@ -211,6 +235,7 @@ def measure_search(trials: int, variant: str, work: Path) -> dict[str, Any]:
                        "rss_mb": round(rss.at(t), 1)})
         prev = t
     storage_mb, files = _dir_mb(storage)
+    counts = _record_counts(results, work / "mlflow.db" if uri else None)
     shutil.rmtree(storage, ignore_errors=True)
     step = max(1, len(rss.samples) // 400)
     mbs = [mb for _, mb in rss.samples]
@@ -218,6 +243,7 @@ def measure_search(trials: int, variant: str, work: Path) -> dict[str, Any]:
         "variant": variant,
         "trials": trials,
         "completed": results.count("completed"),
+        "records": counts,  # every trial exactly once in results, trials.json and MLflow
         "wall_s": round(wall, 2),
         "per_trial_ms": round(1000 * wall / trials, 2),
         "trials_per_s": round(trials / wall, 2),

@@ -25,6 +25,7 @@ def test_quick_scale_benchmark_writes_sane_results(tmp_path: Path) -> None:
     assert run["variant"] == "off"
     assert run["trials"] == res["search"]["trials"] == 300
     assert run["completed"] == 300
+    assert run["records"]["exact"] and run["records"]["trials_json"] == 300
     assert run["wall_s"] > 0 and run["per_trial_ms"] > 0 and run["trials_per_s"] > 0 and run["driver_cpu_s"] > 0
     rss = run["driver_rss_mb"]
     assert rss["start"] > 0 and rss["end"] > 0 and rss["peak"] >= max(rss["start"], rss["end"])
