@@ -715,3 +715,23 @@ def test_a_changed_space_carries_over_the_trials_that_fit_it(tmp_path):
     changed_fixed = SearchSpace.from_dict({"x": {"type": "float", "low": 0, "high": 1}, "n": {"type": "int",
                                            "low": 1, "high": 8}, "epochs": 5})
     assert carry_over(storage, "old", "other", old_space, changed_fixed, ["minimize"]) == (0, 4)
+
+
+def test_two_writers_of_one_study_on_postgresql_lose_and_duplicate_no_trial(tmp_path):
+    """Two processes asking and telling trials of one lineage study at once (as two drivers on two
+    machines would): every trial is there once, numbered without gaps, each writer's own."""
+    storage, name = database_url(POSTGRES), f"hpo-writers-{uuid.uuid4().hex[:8]}"
+    optuna.create_study(study_name=name, storage=storage)
+    code = ("import sys, optuna\nfrom hpo.strategies import TaggedStudy\n"
+            "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+            f"s = TaggedStudy({name!r}, {storage!r}, optuna.samplers.RandomSampler(), {{'night': sys.argv[1]}})\n"
+            "for _ in range(25):\n    t = s.ask()\n    s.tell(t, t.suggest_float('x', 0, 1))\n")
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", code, w], env=_env()) for w in ("a", "b")]
+        assert [p.wait(120) for p in procs] == [0, 0]
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+        assert sorted(t.number for t in trials) == list(range(50))
+        assert sorted(t.user_attrs["night"] for t in trials) == ["a"] * 25 + ["b"] * 25
+        assert {t.state for t in trials} == {TrialState.COMPLETE}
+    finally:
+        optuna.delete_study(study_name=name, storage=storage)
