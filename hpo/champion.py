@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -210,7 +211,8 @@ def record_decision(tracking_uri: str, name: str, verdict: Verdict, *, key: str,
 
         run_tags = {**tags, "hpo.registered_model": name, "hpo.challenger_version": challenger_version or "none",
                     "hpo.champion_version_after": after or "none"}
-        metrics = [Metric(f"{who}_{key}", float(v), 0, 0) for who, v in
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"{who}_{key}", float(v), now, 0) for who, v in
                    (("challenger", verdict.challenger_score), ("champion", verdict.champion_score))
                    if v is not None and math.isfinite(v)]
         client.log_batch(parent_run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in run_tags.items()])
