@@ -98,7 +98,7 @@ def ray_cluster(head_cpus: int, worker_cpus: list[int], env: dict[str, str] | No
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false",
                         f"--num-cpus={head_cpus}", *common], check=True, env=full_env, capture_output=True)
-        for cpus in worker_cpus:
+        for cpus in worker_cpus:  # one after the other: started at once on a busy machine, one times out
             nm_port = free_port()
             subprocess.run([RAY, "start", f"--address={cluster.address}", f"--num-cpus={cpus}",
                             f"--node-manager-port={nm_port}", *common], check=True, env=full_env, capture_output=True)
