@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from typing import Any
 
 from hpo.errors import HpoConfigError
@@ -31,6 +33,23 @@ def import_callable(path: str, key: str = "trainable") -> Any:
     if not callable(obj):
         raise HpoConfigError(key, "must name a callable", path)
     return obj
+
+
+def add_search_path(directory: str) -> None:
+    """Put ``directory`` first on this process's ``sys.path`` (once), as Ray puts a runtime_env
+    working directory first on its workers' path: modules named by import path that live there
+    are then found in the driver too. It stays for the process's life, so objects of those
+    modules that trials send back can be unpickled.
+
+    Example:
+        >>> add_search_path("/tmp"); sys.path[0]
+        '/tmp'
+    """
+    path = os.path.abspath(os.path.expanduser(directory))
+    if path in sys.path:
+        sys.path.remove(path)
+    sys.path.insert(0, path)
+    importlib.invalidate_caches()
 
 
 def accepts(fn: Any, name: str) -> bool:

@@ -21,3 +21,22 @@ def error_text(trial: Any) -> str:
     except OSError:
         pass
     return "trial raised an exception"
+
+
+def status_text(status: str, error: str | None = None, pruned_at: int | None = None,
+                cut: tuple[int, str] | None = None) -> str:
+    """A trial's terminal state as hpo writes it for people: MLflow's ``hpo.status`` tag and the
+    ``hpo.status`` user attribute of the run directory's Optuna study.
+
+    Example:
+        >>> status_text("pruned", pruned_at=3), status_text("cut", cut=(2, "SIGINT"))
+        ('pruned at epoch 3', 'cut at epoch 2 (SIGINT)')
+    """
+    if status == "errored":
+        return f"errored: {error}"[:5000]
+    if status == "pruned":
+        return f"pruned at epoch {pruned_at}"
+    if status == "cut":
+        step, reason = cut or (0, "search stopped")
+        return f"cut at epoch {step} ({reason})"
+    return status

@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a key of the experiment file (repeatable)")
     r.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379 or 'auto')")
+    r.add_argument("--working-dir", metavar="PATH", help="a directory Ray ships to every node: the trainable's "
+                                                        "module is imported from there (replaces working_dir)")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: experiment file, MLFLOW_TRACKING_URI, "
                                           "or sqlite:///mlflow.db)")
     r.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
@@ -70,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("name_or_path", help="a run directory, or a search name (its newest run)")
     s.add_argument("--storage-path", default="hpo_results", help="where runs of that name are (default hpo_results)")
     s.add_argument("--address")
+    s.add_argument("--working-dir", metavar="PATH", help="ship this directory instead of the recorded one")
     s.add_argument("--tracking-uri")
     s.add_argument("--json", action="store_true")
 
@@ -89,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("name_or_path", help="a run directory, or a search name (its newest run)")
     e.add_argument("--storage-path", default="hpo_results")
     e.add_argument("--out", required=True, help="directory to write the model files to")
+
+    d = sub.add_parser("dashboard", help="open a search's Optuna study in optuna-dashboard (bound to 127.0.0.1)")
+    d.add_argument("name_or_path", help="a run directory, or a search name (its newest run)")
+    d.add_argument("--storage-path", default="hpo_results")
+    d.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free one)")
+    d.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; the dashboard has no login)")
 
     lf = sub.add_parser("lr-find", help="learning-rate range test on an experiment's task; proposes lr bounds")
     lf.add_argument("experiment")
@@ -133,8 +143,14 @@ def _print_summary(results: Any, as_json: bool) -> None:
           f"{summary['num_errored']} errored, {summary['num_diverged']} diverged) on {summary['nodes']} node(s)")
     if summary.get("stop_reason"):
         print(f"stopped early: {summary['stop_reason']}")
-    print(f"best {summary['metric']}: {summary['best_metric']}")
-    print(f"best config: {json.dumps(summary['best_config'], default=str)}")
+    from hpo.leaderboard import Leaderboard, sig
+
+    tty = sys.stdout.isatty()
+    best = summary["best_metric"]
+    print(f"best {summary['metric']}: {sig(best) if tty and best is not None else best}")
+    if not tty:  # logs and pipes keep the exact configuration on one line
+        print(f"best config: {json.dumps(summary['best_config'], default=str)}")
+    print(Leaderboard.from_results(results).text(top=5))
     for tid, err in summary["errors"].items():
         print(f"  errored trial {tid}: {err}")
     if summary.get("pareto_front"):
@@ -248,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             from hpo.runner import run
 
             exp = load_experiment(args.experiment, args.overrides)
-            _print_summary(run(exp, address=args.address, tracking_uri=args.tracking_uri), args.json)
+            _print_summary(run(exp, address=args.address, tracking_uri=args.tracking_uri,
+                               working_dir=args.working_dir), args.json)
         elif args.command == "nightly":
             return _nightly(args)
         elif args.command == "nightly-report":
@@ -259,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             from hpo.runner import resume
 
             results = resume(args.name_or_path, storage_path=args.storage_path, address=args.address,
-                             tracking_uri=args.tracking_uri)
+                             tracking_uri=args.tracking_uri, working_dir=args.working_dir)
             _print_summary(results, args.json)
         elif args.command == "sync-mlflow":
             from hpo.sync import sync_mlflow
@@ -271,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
 
             for path in export_best(args.name_or_path, args.out, storage_path=args.storage_path):
                 print(f"wrote {path}")
+        elif args.command == "dashboard":
+            from hpo.dashboard import open_dashboard
+
+            open_dashboard(args.name_or_path, args.storage_path, args.host, args.port,
+                           announce=lambda line: print(line, flush=True))
         elif args.command == "lr-find":
             _lr_find(args)
         elif args.command == "report":
@@ -283,9 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SearchInterrupted as exc:
         _print_summary(exc.results, getattr(args, "json", False))
-        print(f"hpo: {exc.signal_name}: the search stopped; running trials were cut and recorded. "
+        print(f"hpo: {exc.message}" if exc.message else
+              f"hpo: {exc.signal_name}: the search stopped; running trials were cut and recorded. "
               f"Continue it with:\n  {exc.resume_command}", file=sys.stderr)
-        return exc.exit_code
+        return exc.exit_code  # 130 SIGINT, 143 SIGTERM, 75 disk full (hpo.lifecycle.EXIT_CODES)
     return 0
 
 

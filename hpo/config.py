@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import types
 import typing
@@ -328,6 +329,9 @@ class Experiment(_Strict):
     resources: Resources = Field(default_factory=lambda: Resources())
     storage_path: str = "hpo_results"
     address: str | None = None
+    working_dir: str | None = Field(None, description="A directory Ray ships to every node for the trials (a "
+                                    "runtime_env working_dir): modules named by import path are imported from "
+                                    "its copy there; relative to the experiment file")
     tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig())
     max_failures: int = Field(0, ge=0)
     pack: Union[Literal["auto"], int] = Field(  # noqa: UP007
@@ -348,6 +352,17 @@ class Experiment(_Strict):
 
             return load_space(Path(base_dir or ".") / v if not Path(v).is_absolute() else v)
         return SearchSpace.from_dict(v, base_dir=base_dir, key="space")
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, v: str | None, info: Any) -> str | None:
+        # Absolute from here on: the record `hpo resume` reads must not depend on its cwd.
+        if v is None:
+            return None
+        if not v.strip():
+            raise ValueError("must name a directory")
+        base_dir = (info.context or {}).get("base_dir") if info.context else None
+        return os.path.abspath(Path(base_dir or ".") / Path(v).expanduser())
 
     @field_validator("pack", mode="before")
     @classmethod

@@ -1,10 +1,34 @@
-"""Errors raised by hpo for bad user input."""
+"""Errors raised by hpo (bad user input, a stopped search), and how hpo recognises a full disk."""
 
 from __future__ import annotations
 
+import errno
+import re
 from typing import Any
 
-__all__ = ["HpoConfigError", "MetricNotReportedError", "SearchInterrupted", "Shown"]
+__all__ = ["DISK_FULL_ERRNOS", "HpoConfigError", "MetricNotReportedError", "SearchInterrupted", "Shown",
+           "is_disk_full", "mentions_disk_full"]
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space left on the device; disk quota exceeded
+# How such an error reads in text (a trial's traceback, pyarrow's messages): "[Errno 28]", strerror
+_DISK_FULL_TEXT = re.compile(r"\[errno (?:" + "|".join(str(n) for n in DISK_FULL_ERRNOS) + r")\]"
+                             r"|No space left on device|Disk quota exceeded", re.IGNORECASE)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that failed for lack of space (``ENOSPC``) or quota (``EDQUOT``).
+
+    Example:
+        >>> import errno
+        >>> is_disk_full(OSError(errno.ENOSPC, "No space left on device")), is_disk_full(OSError(errno.EACCES, "no"))
+        (True, False)
+    """
+    return isinstance(exc, OSError) and (exc.errno in DISK_FULL_ERRNOS or mentions_disk_full(str(exc)))
+
+
+def mentions_disk_full(text: str | None) -> bool:
+    """Whether an error's text says the disk was full (``[Errno 28] No space left on device``)."""
+    return bool(text) and _DISK_FULL_TEXT.search(str(text)) is not None
 
 
 class Shown(str):
@@ -63,13 +87,16 @@ class MetricNotReportedError(HpoConfigError):
 
 
 class SearchInterrupted(KeyboardInterrupt):
-    """A signal (SIGINT, SIGTERM) stopped the search: its running trials were cut and every
-    record written; ``resume_command`` continues it. The ``hpo`` command exits with ``exit_code``
-    (130 for SIGINT, 143 for SIGTERM)."""
+    """A signal (SIGINT, SIGTERM) or a full disk stopped the search: its running trials were cut
+    and every record that could be written was; ``resume_command`` continues it. The ``hpo``
+    command exits with ``exit_code`` (130 for SIGINT, 143 for SIGTERM, 75 for a full disk);
+    ``message`` says what happened, when there is more to say than the signal's name."""
 
-    def __init__(self, signal_name: str, exit_code: int, results: Any, resume_command: str) -> None:
-        super().__init__(f"search interrupted by {signal_name}; continue it with: {resume_command}")
+    def __init__(self, signal_name: str, exit_code: int, results: Any, resume_command: str,
+                 message: str | None = None) -> None:
+        super().__init__(message or f"search interrupted by {signal_name}; continue it with: {resume_command}")
         self.signal_name = signal_name
         self.exit_code = exit_code
         self.results = results
         self.resume_command = resume_command
+        self.message = message

@@ -30,14 +30,18 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-from hpo.errors import MetricNotReportedError
+from hpo._trials import error_text
+from hpo.disk_space import Reserve, describe
+from hpo.errors import MetricNotReportedError, mentions_disk_full
 from hpo.rundir import OUTCOMES_FILE, write_json
 from hpo.strategies import TrialOutcomes
-from hpo.wire import ERROR_KEY, NOT_METRICS, STEP_KEY, SUB_KEY, is_packed, result_steps, split_result
+from hpo.wire import DISK_FULL_KEY, ERROR_KEY, NOT_METRICS, STEP_KEY, SUB_KEY, is_packed, result_steps, split_result
 
-__all__ = ["EXIT_CODES", "Collector", "CollectorStopper", "catch_signals"]
+__all__ = ["DISK_FULL", "EXIT_CODES", "Collector", "CollectorStopper", "catch_signals", "resumes_as_interrupted"]
 
-EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
+DISK_FULL = "disk full"  # what stopped a search whose storage path filled up (its stop reason adds the path)
+# 128 + the signal's number, as shells report it; a full disk: EX_TEMPFAIL (sysexits.h), "try again later"
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, DISK_FULL: 75}
 _LIVE = ("PENDING", "RUNNING", "PAUSED")
 # key -> the collector of a search running in this process (see CollectorStopper)
 _COLLECTORS: weakref.WeakValueDictionary[str, Collector] = weakref.WeakValueDictionary()
@@ -69,8 +73,8 @@ class Collector(Callback):
 
     Checks that every result carries the metrics; counts every trial's epochs for
     ``epoch_budget`` and the search's time for ``time_budget_s`` (both across resumes); stops
-    the search on a budget, an interrupt or a missing metric, and then ends every live trial as
-    ``cut``.
+    the search on a budget, an interrupt, a full disk (:meth:`disk_is_full`) or a missing
+    metric, and then ends every live trial as ``cut``.
 
     Args:
         metrics: the metrics every result must carry.
@@ -110,6 +114,8 @@ class Collector(Callback):
         self.error: MetricNotReportedError | None = None
         self.stop_reason: str | None = None
         self.interrupted: str | None = None
+        self.disk_full: str | None = None  # the path whose write found the disk full, and its free space then
+        self._reserve = Reserve(self.run_dir) if self.run_dir else None  # given back when the disk fills
         self.trials: list[Any] = []  # every trial at the end (packed ones as the trials they carry)
         self._ray_trials: list[Any] = []  # Ray's own list (kept current by Ray)
         self._iteration = 0
@@ -165,6 +171,19 @@ class Collector(Callback):
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
         self._started = time.monotonic()
+        if self._reserve is not None and self.disk_full is None:
+            self._reserve.take()
+
+    def disk_is_full(self, path: str, detail: str | None = None) -> None:
+        """A write of this search (hpo's, Ray's, a trial's checkpoint) found no space at ``path``:
+        the search stops like an interrupt (running trials cut, records written) and gives back
+        its reserve, so its last records fit. Called from any thread."""
+        if self.disk_full is None:
+            self.disk_full = f"{path} ({describe(path)}{'; ' + detail if detail else ''})"
+            if self.interrupted is None:
+                self.interrupted = DISK_FULL
+        if self._reserve is not None:
+            self._reserve.release()
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self._ray_trials, self._iteration = trials, iteration  # the same list object Ray appends to
@@ -175,11 +194,25 @@ class Collector(Callback):
         self._heard[trial.trial_id] = time.monotonic()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._check_disk(trial)  # then the search stops and cuts it instead of retrying it
         trial.hpo_error = None  # a retry: its own timeout, if any, is decided afresh
         self._heard.pop(trial.trial_id, None)
 
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._check_disk(trial)
+
+    def _check_disk(self, trial: Any) -> None:
+        """A trial that raised a full disk's ``OSError`` itself (its own writes, or a trainable
+        that calls ``ray.tune.report`` without :func:`hpo.report`): the search stops before
+        the next trials meet the same disk."""
+        text = error_text(trial)
+        if self.run_dir and mentions_disk_full(text):
+            self.disk_is_full(self.run_dir, f"trial {trial.trial_id}: {text[:200]}")
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._heard[trial.trial_id] = time.monotonic()
+        if DISK_FULL_KEY in result:  # its checkpoint did not fit (hpo.session): it is cut, not errored
+            self.disk_is_full(self.run_dir or "storage_path", f"trial {trial.trial_id}'s checkpoint")
         if self.error is not None:
             return
         parts = [r for _, r in split_result(result)] if is_packed(trial.config) else [result]
@@ -192,6 +225,8 @@ class Collector(Callback):
                     return
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._reserve is not None:
+            self._reserve.release()  # the last writes (outcomes.json, trials.json, MLflow) may need it
         self._ray_trials = trials
         self.trials = self._expand(trials, started_only=True)
         self._write_outcomes({"epochs": dict(self.epochs), "elapsed_s": self.search_time(),
@@ -237,6 +272,8 @@ class Collector(Callback):
         return self.stop_reason is not None
 
     def _why_stop(self) -> str | None:
+        if self.interrupted == DISK_FULL:
+            return f"{DISK_FULL}: {self.disk_full}"
         if self.interrupted:
             return self.interrupted
         if self.error is not None:
@@ -283,6 +320,17 @@ class Collector(Callback):
 
     def _expand(self, trials: list[Any], started_only: bool = False) -> list[Any]:
         return self.unpacker.expand(trials, started_only) if self.unpacker is not None else list(trials)
+
+
+def resumes_as_interrupted(stop_reason: str | None) -> bool:
+    """Whether a search that stopped for ``stop_reason`` goes on, when resumed, with the trials it
+    had not started (a signal or a full disk stopped it; a budget or a finished search did not).
+
+    Example:
+        >>> resumes_as_interrupted("SIGINT"), resumes_as_interrupted("disk full: /runs/a"), resumes_as_interrupted(None)
+        (True, True, False)
+    """
+    return bool(stop_reason) and str(stop_reason).split(":")[0] in EXIT_CODES
 
 
 @contextmanager

@@ -69,7 +69,7 @@ EXIT_FAILED = 1  # the search raised
 EXIT_BAD_INPUT = 2  # bad input: nothing launched (or the trainable never reports the metric)
 EXIT_RUNNING = 3  # another night of this experiment holds the lock
 # 4 (EXIT_NO_IMPROVEMENT) and 5 (EXIT_REGRESSED): the champion stays (hpo.champion)
-_INTERRUPTED = (130, 143)  # SIGINT, SIGTERM (as `hpo run`): the same date again continues the night
+_INTERRUPTED = (75, 130, 143)  # disk full, SIGINT, SIGTERM (as `hpo run`): the same date again continues the night
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -401,8 +401,8 @@ def _search(plan: NightPlan, record: dict[str, Any], resuming: bool, fingerprint
         code = EXIT_OK
     except SearchInterrupted as exc:
         results, code = exc.results, exc.exit_code
-        message = (f"{exc.signal_name}: the night stopped; running trials were cut and recorded. Run the same "
-                   f"`hpo nightly` command with --date {plan.date} to continue it.")
+        message = (f"{exc.message or exc.signal_name}: the night stopped; running trials were cut and recorded. "
+                   f"Run the same `hpo nightly` command with --date {plan.date} to continue it.")
     except HpoConfigError as exc:
         code, message = EXIT_BAD_INPUT, str(exc)
     except Exception as exc:  # noqa: BLE001 - a failed night is recorded with its exit code

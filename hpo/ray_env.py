@@ -16,18 +16,28 @@ if TYPE_CHECKING:
     from hpo.config import Experiment
 
 __all__ = ["check_cluster", "check_reachable", "check_resources_fit", "check_shared_storage", "ray_session",
-           "tune_settings"]
+           "runtime_env_of", "tune_settings"]
 
 SHARED_STORAGE_ENV = "HPO_SHARED_STORAGE"
 
 
 @contextmanager
-def ray_session(address: str | None) -> Iterator[Any]:
+def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None) -> Iterator[Any]:
     """Ray for one search: joins ``address`` (a running cluster), else starts Ray on this machine
-    and shuts it down afterwards; an already initialised Ray is used as it is."""
+    and shuts it down afterwards; an already initialised Ray is used as it is. ``runtime_env``
+    (:func:`runtime_env_of`) is the search's job environment: Ray uploads its working directory
+    once and every node unpacks it for the trials."""
     import ray
 
     started = False
+    if runtime_env:
+        from hpo._compat.ray import job_working_dir
+
+        if job_working_dir():
+            raise HpoConfigError("working_dir", "must not be given inside a Ray job that has a working directory "
+                                 "of its own (ray job submit --working-dir): Ray cannot merge the two",
+                                 runtime_env["working_dir"],
+                                 "Drop one of them: the job's working directory already reaches every worker.")
     if not ray.is_initialized():
         check_reachable(address)
         ray.init(
@@ -36,13 +46,39 @@ def ray_session(address: str | None) -> Iterator[Any]:
             logging_level=logging.WARNING,
             log_to_driver=True,
             configure_logging=True,
+            runtime_env=runtime_env,
         )
         started = True
+    elif runtime_env and not ray.get_runtime_context().runtime_env.get("working_dir"):
+        # A job's runtime_env is fixed when it connects: this process's Ray has none to ship.
+        raise HpoConfigError("working_dir", "needs hpo to start or join Ray itself, but this process already "
+                             "called ray.init without a working_dir", runtime_env["working_dir"],
+                             "Leave ray.init to hpo (pass address=...), or call ray.init(runtime_env="
+                             "{'working_dir': ...}) yourself.")
     try:
         yield ray
     finally:
         if started:
             ray.shutdown()
+
+
+def runtime_env_of(exp: Experiment, tracking_uri: str | None = None) -> dict[str, Any] | None:
+    """The Ray ``runtime_env`` of a search: its ``working_dir`` with what never ships (version
+    control, environments, the storage path, MLflow stores: :func:`hpo.validate.working_dir_excludes`),
+    or None without one.
+
+    Example:
+        >>> from hpo.config import Experiment
+        >>> exp = Experiment.from_dict({"name": "d", "space": {"lr": 0.1}, "metric": "m", "working_dir": "/code"})
+        >>> runtime_env_of(exp)["working_dir"]
+        '/code'
+    """
+    if exp.working_dir is None:
+        return None
+    from hpo.validate import working_dir_excludes
+
+    uri = tracking_uri if exp.tracking.enabled else None
+    return {"working_dir": exp.working_dir, "excludes": working_dir_excludes(exp.working_dir, exp.storage_path, uri)}
 
 
 @contextmanager

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hpo._trials import error_text
-from hpo.wire import GPU_KEY, NODE_KEY, STEP_KEY, trial_metrics
+from hpo.wire import GPU_KEY, NODE_KEY, STEP_KEY, TIME_KEY, result_steps, trial_metrics
 
-__all__ = ["Results", "TrialRecord"]
+__all__ = ["Results", "Step", "TrialRecord", "steps_of"]
 
 
 @dataclass
@@ -33,6 +34,34 @@ class TrialRecord:
     retries: int = 0  # times Ray restarted the trial after its run failed (a lost node, a crash; max_failures)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step (epoch) a trial reported: its number, its metrics and when it was reported
+    (seconds since the Unix epoch; None when the result carries no time)."""
+
+    step: int
+    metrics: dict[str, float]
+    time: float | None = None
+
+
+def steps_of(results: list[dict[str, Any]]) -> list[Step]:
+    """A trial's steps, in step order, from its Ray results in the order they came (each result
+    may carry several steps, see :func:`hpo.wire.result_steps`). A step reported twice (a trial
+    restarted from an earlier checkpoint) keeps its latest values.
+
+    Example:
+        >>> [(s.step, s.metrics) for s in steps_of([{"hpo_step": 2, "loss": 0.5, "hpo_history": [
+        ...     {"hpo_step": 1, "loss": 0.9}]}])]
+        [(1, {'loss': 0.9}), (2, {'loss': 0.5})]
+    """
+    by_step: dict[int, Step] = {}
+    for result in results:
+        for step, entry in result_steps(result):
+            when = entry.get(TIME_KEY, entry.get("timestamp"))
+            by_step[step] = Step(step, trial_metrics(entry), float(when) if isinstance(when, (int, float)) else None)
+    return [by_step[k] for k in sorted(by_step)]
+
+
 @dataclass
 class Results:
     """What :func:`hpo.run` returns.
@@ -53,6 +82,8 @@ class Results:
     best_model_info: dict[str, Any] | None = None  # built-in task: test metrics and where the model is
     interrupted: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the search
     stop_reason: str | None = None  # why the search stopped early: a budget, a signal, the metric check
+    # trial id -> its steps; None: read from the run directory when first asked (step_histories)
+    histories: dict[str, list[Step]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def test_metrics(self) -> dict[str, float] | None:
@@ -103,6 +134,23 @@ class Results:
         return cls(name, metrics, modes, records, storage_path, **kw)
 
     # -- queries ----------------------------------------------------------------------------
+
+    def step_histories(self) -> dict[str, list[Step]]:
+        """trial id -> every step the trial reported, in step order (the per-epoch curves the plots
+        draw). Given as ``histories``, or read once from Ray's result files in the run directory
+        (``storage_path``); a trial that never reported, or whose files are gone, is absent.
+
+        Example:
+            >>> r = Results("s", ["loss"], ["min"], [], "/nonexistent")
+            >>> r.step_histories()
+            {}
+        """
+        if self.histories is None:
+            from hpo.rundir import trial_histories
+
+            self.histories = {tid: steps_of(results)
+                              for tid, (_, results) in trial_histories(Path(self.storage_path)).items()}
+        return self.histories
 
     @property
     def metric(self) -> str:

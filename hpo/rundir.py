@@ -8,6 +8,8 @@ experiment state and trial directories and hpo's own files:
 * ``outcomes.json``: how every trial that ended so far ended (written with each of Ray's
   experiment-state saves, so it matches what Ray would resume);
 * ``trials.json``: every trial's final record, written when the search ends;
+* ``optuna.journal``: the search's Optuna study (every searcher's trials), written with
+  ``trials.json`` for optuna-dashboard (:mod:`hpo.study_file`; an export: resume never reads it);
 * ``night.json`` (``hpo nightly`` only): the night's date, lineage and data fingerprint, and,
   once it ended, its exit code and summary.
 
@@ -27,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpo.errors import HpoConfigError
+from hpo.disk_space import notify
+from hpo.errors import HpoConfigError, is_disk_full
 
 __all__ = ["NIGHT_FILE", "OUTCOMES_FILE", "STATE_FILE", "TRIALS_FILE", "find_run_dir", "has_ray_state", "new_run_dir",
            "night_run_dir", "night_run_dirs", "read_json", "read_state", "recorded_tracking_uri", "saved_records",
@@ -42,15 +45,20 @@ _DATE = r"\d{4}-\d{2}-\d{2}"
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON atomically: a temporary file in the same directory, then a rename."""
+    """Write ``data`` as JSON atomically: a temporary file in the same directory, then a rename
+    (a failed write leaves the previous file as it was; a full disk is reported to the search)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, default=str)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            notify(path)  # the search writing here stops (see hpo.disk_space)
         raise
 
 

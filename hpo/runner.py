@@ -9,6 +9,7 @@ rebuild everything and continue in place. How the search ends is :mod:`hpo.lifec
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -17,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from hpo.config import Experiment
-from hpo.errors import HpoConfigError, SearchInterrupted
+from hpo.disk_space import check_free, describe, watch
+from hpo.errors import HpoConfigError, SearchInterrupted, is_disk_full
 from hpo.plots import write_search_files
-from hpo.ray_env import check_cluster, ray_session, tune_settings
+from hpo.ray_env import check_cluster, ray_session, runtime_env_of, tune_settings
 from hpo.results import Results
 from hpo.rundir import (
     OUTCOMES_FILE,
@@ -34,6 +36,7 @@ from hpo.rundir import (
     update_state,
     write_json,
 )
+from hpo.study_file import export_study
 from hpo.tracking.search_record import search_tracker
 from hpo.train.builtin import builtin_task, load_data_meanwhile, trainable_of
 from hpo.train.model_file import log_to_mlflow
@@ -58,6 +61,7 @@ def run(
     study_name: str | None = None,
     trial_attrs: dict[str, str] | None = None,
     parent_tags: dict[str, str] | None = None,
+    working_dir: str | Path | None = None,
     **kwargs: Any,
 ) -> Results:
     """Run a search and return its :class:`~hpo.results.Results`.
@@ -68,6 +72,8 @@ def run(
     searcher's study in that storage (loaded if it exists, so the sampler sees its earlier
     trials); ``trial_attrs`` are Optuna user attributes set on every trial the search asks for
     (they need ``study_storage``); ``parent_tags`` are added to the MLflow parent run.
+    ``working_dir`` (relative to the current directory) replaces the experiment's: a directory
+    Ray ships to every node, from which the trials import the trainable's module.
 
     Example:
         >>> import hpo
@@ -86,7 +92,10 @@ def run(
         if trainable is not None:
             fields["trainable"] = trainable
         exp = Experiment.from_dict(fields)
+    if working_dir is not None:
+        exp = exp.model_copy(update={"working_dir": _absolute(working_dir)})
     validate(exp, tracking_uri)
+    check_free(run_dir if run_dir is not None else exp.storage_path)
     if exp.tracking.enabled:
         tracking_uri = tracking_uri_of(exp, tracking_uri)
     if trial_attrs and not study_storage:
@@ -101,20 +110,27 @@ def run(
 
 
 def resume(name_or_path: str, *, trainable: Callable[..., Any] | None = None, storage_path: str = "hpo_results",
-           address: str | None = None, tracking_uri: str | None = None, time_budget_s: float | None = None) -> Results:
+           address: str | None = None, tracking_uri: str | None = None, time_budget_s: float | None = None,
+           working_dir: str | Path | None = None) -> Results:
     """Continue a killed or interrupted search in place: finished trials are kept, unfinished
     ones restart from their last checkpoint, MLflow runs continue without duplicates, and the
-    epoch and time budgets go on from what the search had spent."""
+    epoch and time budgets go on from what the search had spent. The recorded ``working_dir`` is
+    shipped again; a ``working_dir`` given here replaces it (and is recorded for later resumes)."""
     run_dir = find_run_dir(name_or_path, storage_path)
     state = read_state(run_dir)
     record = state["experiment"]
     tracking_uri = recorded_tracking_uri(state, tracking_uri)  # a password is given again, never stored
     if trainable is not None:
         record["trainable"] = trainable
+    if working_dir is not None:
+        record["working_dir"] = _absolute(working_dir)
     exp = Experiment.from_dict(record)
     if time_budget_s is not None:  # a new budget for the whole search (its earlier runs' time counts)
         exp = exp.model_copy(update={"time_budget_s": time_budget_s})
     validate(exp)
+    check_free(run_dir)
+    if working_dir is not None:
+        update_state(run_dir, experiment={**read_state(run_dir)["experiment"], "working_dir": exp.working_dir})
     data = load_data_meanwhile(exp)
     return _execute(exp, run_dir, address or exp.address, tracking_uri, restore=True, fn=trainable, data=data)
 
@@ -123,7 +139,8 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
              fn: Callable[..., Any] | None, data: Future, study: dict[str, Any] | None = None) -> Results:
     from ray import tune
 
-    from hpo.lifecycle import EXIT_CODES, Collector, catch_signals
+    from hpo._compat.ray import atomic_uploads
+    from hpo.lifecycle import DISK_FULL, EXIT_CODES, Collector, catch_signals, resumes_as_interrupted
     from hpo.packing import PackingSearcher, Unpacker
     from hpo.progress import Progress
     from hpo.strategies import TaggedStudy, TrialOutcomes, build_strategy, capabilities
@@ -131,12 +148,12 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
 
     num_samples = exp.resolved_num_samples()
     caps = capabilities(exp.strategy.spec(), exp.budget)
-    with ray_session(address) as ray, tune_settings():
+    with ray_session(address, runtime_env_of(exp, tracking_uri)) as ray, tune_settings():
         check_cluster(exp, ray, exp.storage_path)  # before anything is written or queued: Ray would wait for ever
         dataset = data.result()  # its error, if any, ends the search here: Ray is shut down, nothing written
         trainable = trainable_of(exp, fn, dataset)
         if restore and has_ray_state(run_dir):
-            if (read_json(run_dir / OUTCOMES_FILE, {}) or {}).get("stop_reason") in EXIT_CODES:
+            if resumes_as_interrupted((read_json(run_dir / OUTCOMES_FILE, {}) or {}).get("stop_reason")):
                 from hpo._compat.ray import reopen_search
 
                 reopen_search(run_dir)  # interrupted: go on with the trials it had not started
@@ -216,13 +233,20 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             )
         if tracker is not None:
             tracker.start()  # the writer opens the parent run in the background
-        with catch_signals(collector):  # the end-of-search writes too: a signal there still records all
+        # The end-of-search writes too: a signal there still records all. A write of the search
+        # that finds the disk full stops it like a signal (hpo.disk_space).
+        with catch_signals(collector), watch(run_dir, collector.disk_is_full), atomic_uploads():
             results = _fit_and_record(exp, tuner, collector, outcomes, tracker, dataset, run_dir)
     if collector.error is not None:
         raise collector.error
     if results.interrupted:
+        message = None
+        if results.interrupted == DISK_FULL:
+            message = (f"disk full: no space left at {collector.disk_full}. The search stopped: running trials "
+                       f"were cut, and every record that fitted was written ({describe(run_dir)} now). Free some "
+                       f"space there, then continue it with:\n  hpo resume {run_dir}")
         raise SearchInterrupted(results.interrupted, EXIT_CODES.get(results.interrupted, 1), results,
-                                f"hpo resume {run_dir}")
+                                f"hpo resume {run_dir}", message)
     return results
 
 
@@ -246,13 +270,23 @@ def _fit_and_record(exp: Experiment, tuner: Any, collector: Any, outcomes: Any, 
 
             results.best_model_info = recover_best(results, builtin_task(exp), dataset,
                                                    {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}, run_dir)
-        write_json(run_dir / TRIALS_FILE, {"trials": [asdict(t) for t in results.trials],
-                                           "stop_reason": collector.stop_reason})
+        try:
+            write_json(run_dir / TRIALS_FILE, {"trials": [asdict(t) for t in results.trials],
+                                               "stop_reason": collector.stop_reason})
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("hpo: %s not written (disk full); `hpo resume` writes it", run_dir / TRIALS_FILE)
+        export_study(run_dir, exp, results.trials)  # <run_dir>/optuna.journal, for optuna-dashboard
         results.interrupted = collector.interrupted  # also a signal during these writes
         if tracker is not None:
             tracker.finish(results, failed=failed, killed=results.interrupted is not None)
             results.mlflow_experiment_id, results.parent_run_id = tracker.experiment_id, tracker.parent_run_id
     return results
+
+
+def _absolute(path: str | Path) -> str:
+    return os.path.abspath(os.path.expanduser(str(path)))
 
 
 def _restored_callbacks(tuner: Any) -> list[Any]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from hpo.errors import is_disk_full
 from hpo.wire import (
+    DISK_FULL_KEY,
     END_KEY,
     ERROR_KEY,
     GPU_KEY,
@@ -61,9 +63,21 @@ def report(metrics: dict[str, Any], checkpoint: Any = None) -> None:
         for epoch in range(epochs):
             hpo.report({"val_loss": loss})
     """
+    _send({**metrics, NODE_KEY: node_id(), GPU_KEY: gpu(), TIME_KEY: time.time()}, checkpoint)
+
+
+def _send(payload: dict[str, Any], checkpoint: Any) -> None:
+    """``ray.tune.report``; a checkpoint the full storage path cannot take (``ENOSPC``/``EDQUOT``)
+    is dropped and the step reported without it, flagged, so the driver stops the search and
+    ends this trial as cut (not as an error of the trainable's, retried from an old checkpoint)."""
     from ray import tune
 
-    tune.report({**metrics, NODE_KEY: node_id(), GPU_KEY: gpu(), TIME_KEY: time.time()}, checkpoint=checkpoint)
+    try:
+        tune.report(payload, checkpoint=checkpoint)
+    except OSError as exc:
+        if checkpoint is None or not is_disk_full(exc):
+            raise
+        tune.report({**payload, DISK_FULL_KEY: str(exc)[:300]}, checkpoint=None)
 
 
 class Reporter:
@@ -125,8 +139,6 @@ class Reporter:
         """Send what is pending (call once more when the trial ends)."""
         if not self._pending:
             return
-        from ray import tune
-
         *earlier, last = self._pending
         payload = {**last, NODE_KEY: node_id(), GPU_KEY: gpu(), STARTED_KEY: self.started}
         if earlier:
@@ -135,4 +147,4 @@ class Reporter:
             payload["done"] = True
         self._pending = []
         self._last = time.monotonic()
-        tune.report(payload, checkpoint=checkpoint)
+        _send(payload, checkpoint)

@@ -4,7 +4,8 @@ Each trial's terminal state comes from what the search saved (``trials.json`` on
 else the ``outcomes.json`` it keeps while it runs), never from "the trial has a last result":
 a killed search's pruned, cut and errored trials stay so, and its unfinished trials stay open
 (``hpo resume`` continues them). Synced to another tracking store, the search gets a parent
-run of its own there, and a second sync adds nothing.
+run of its own there, and a second sync adds nothing. The search's Optuna study file
+(``optuna.journal``, :mod:`hpo.study_file`) is rewritten from the same records.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from hpo.rundir import (
     trial_histories,
 )
 from hpo.strategies import TrialOutcomes
+from hpo.study_file import export_study
 from hpo.tracking.search_record import search_tracker
 
 __all__ = ["sync_mlflow"]
@@ -56,6 +58,7 @@ def sync_mlflow(name_or_path: str, storage_path: str = "hpo_results", tracking_u
     exp = Experiment.from_dict(state["experiment"])
     records = {r["trial_id"]: TrialRecord(**r) for r in saved_records(run_dir)}
     outcomes, ends = _saved_ends(run_dir, records)
+    export_study(run_dir, exp, list(records.values()) or None)  # optuna.journal; a killed search's too
     tracker = search_tracker(exp, run_dir, outcomes, tracking_uri or recorded_tracking_uri(state, None),
                              write_files=write_search_files)
     tracker.start()

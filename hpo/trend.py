@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import HpoConfigError
+from hpo.pages import embedded_png, html_page, html_table, markdown_table
 from hpo.plots import pyplot
-from hpo.reports import embedded_png, html_page, html_table, markdown_table
 from hpo.rundir import NIGHT_FILE, night_run_dirs, read_json
 
 __all__ = ["ARTIFACT_DIR", "log_trend", "nightly_report", "trend_dir", "trend_rows", "write_trend"]

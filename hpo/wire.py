@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DONE_KEY", "END_KEY", "ERROR_KEY", "GPU_KEY", "HISTORY_KEY", "NODE_KEY", "NOT_METRICS", "PACK_KEY",
-           "STARTED_KEY", "STEP_KEY", "SUB_KEY", "TIME_KEY", "ReportPlan", "is_packed", "result_steps",
+__all__ = ["DISK_FULL_KEY", "DONE_KEY", "END_KEY", "ERROR_KEY", "GPU_KEY", "HISTORY_KEY", "NODE_KEY", "NOT_METRICS",
+           "PACK_KEY", "STARTED_KEY", "STEP_KEY", "SUB_KEY", "TIME_KEY", "ReportPlan", "is_packed", "result_steps",
            "split_result", "trial_metrics", "with_epoch_step"]
 
 NODE_KEY = "hpo_node"
@@ -24,6 +24,7 @@ DONE_KEY = "hpo_pack_done"  # its trials that have ended: id -> status, last res
 SUB_KEY = "hpo_sub"  # in each step of a packed trial: the id of the trial it belongs to
 END_KEY = "hpo_sub_end"  # the step is its trial's last
 ERROR_KEY = "hpo_sub_error"  # the trial raised: the last line of its traceback
+DISK_FULL_KEY = "hpo_disk_full"  # the step's checkpoint could not be written: the storage path is full
 
 # Ray's bookkeeping fields (ray.tune.result.AUTO_RESULT_KEYS, DEBUG_METRICS and friends):
 # listed here so importing this module does not import Ray.
@@ -32,7 +33,7 @@ NOT_METRICS = frozenset({
     "time_this_iter_s", "timestamp", "date", "time_since_restore", "timesteps_since_restore",
     "iterations_since_restore", "config", "checkpoint_dir_name", "trial_id", "experiment_id", "done",
     "should_checkpoint", "experiment_tag", NODE_KEY, TIME_KEY, GPU_KEY, STEP_KEY, HISTORY_KEY, STARTED_KEY,
-    SUB_KEY, END_KEY, ERROR_KEY,
+    SUB_KEY, END_KEY, ERROR_KEY, DISK_FULL_KEY,
 })
 
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lower layers first; a module may import its own layer or those below (ARCHITECTURE.md, README's layout).
 LAYERS: list[tuple[str, ...]] = [
     ("hpo.errors", "hpo.wire", "hpo.params", "hpo._imports", "hpo._yaml", "hpo._ray_domains", "hpo._optuna_space",
-     "hpo._trials",
+     "hpo._trials", "hpo.disk_space",
      "hpo._compat", "hpo._compat.ray", "hpo._compat.mlflow", "hpo.strategies._outcomes",
      "hpo.strategies._constraints"),
     ("hpo.space",),
@@ -25,11 +25,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("hpo.config",),
     ("hpo.train", "hpo.train.task", "hpo.train.data", "hpo.train.models", "hpo.train.optim", "hpo.train.model_file",
      "hpo.train.loop", "hpo.train.best", "hpo.train.lr_find", "hpo.train.builtin", "hpo.validate", "hpo.session",
-     "hpo.packing", "hpo.rundir", "hpo.ray_env", "hpo.results", "hpo.plots", "hpo.progress", "hpo.lifecycle",
-     "hpo.tracking", "hpo.tracking.mlflow", "hpo.tracking.search_record", "hpo.reports",
-     "hpo.trend", "hpo.lineage"),
+     "hpo.packing", "hpo.rundir", "hpo.ray_env", "hpo.results", "hpo.trial_curves", "hpo.importance", "hpo.plots",
+     "hpo.progress", "hpo.lifecycle",
+     "hpo.tracking", "hpo.tracking.mlflow", "hpo.tracking.search_record", "hpo.reports", "hpo.leaderboard", "hpo.pages",
+     "hpo.trend", "hpo.lineage", "hpo.study_file"),
     ("hpo.runner", "hpo.nightly", "hpo.champion", "hpo.sync", "hpo.export", "hpo.testing", "hpo.testing.conformance",
-     "hpo.testing.processes", "hpo.testing.mlflow_server", "hpo.schedule"),
+     "hpo.testing.processes", "hpo.testing.mlflow_server", "hpo.schedule", "hpo.dashboard"),
     ("hpo.cli", "hpo"),
 ]
 
@@ -132,7 +133,7 @@ def test_tracking_imports_neither_plots_nor_torch() -> None:
 
 
 @pytest.mark.parametrize("module", ["hpo.cli", "hpo.reports", "hpo.validate", "hpo.rundir", "hpo.results",
-                                    "hpo.trend"])
+                                    "hpo.trend", "hpo.study_file", "hpo.dashboard", "hpo.leaderboard"])
 def test_light_modules_import_no_ray_or_torch(module: str) -> None:
     code = f"import sys, {module}; print(sorted(m for m in ('ray', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

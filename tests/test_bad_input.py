@@ -207,7 +207,7 @@ def extra_keys(draw: st.DrawFn) -> tuple[bytes, str]:
     name = draw(st.from_regex(r"[a-z_][a-z0-9_]{0,11}", fullmatch=True).filter(lambda k: k not in node))
     if where == () and name in {"trainable", "max_concurrent", "time_budget_s", "epoch_budget", "storage_path",
                                 "address", "tracking", "max_failures", "trial_timeout_s", "pack", "keep_checkpoints",
-                                "nightly"}:
+                                "nightly", "working_dir"}:
         name += "_x"  # a real key with a default: not an extra one
     if where == ("strategy",) and name in {"searcher_options", "scheduler_options", "max_t"}:
         name += "_x"

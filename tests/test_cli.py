@@ -89,6 +89,8 @@ def test_progress_bar_on_a_terminal(tmp_path, ray_address):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "2/2" in proc.stdout and "best val_accuracy" in proc.stdout and "[hpo " not in proc.stdout
+    # the end: a table of the top completed trials instead of the raw JSON configuration
+    assert "completed trials by val_accuracy (max):" in proc.stdout and "best config:" not in proc.stdout
 
 
 @pytest.mark.slow

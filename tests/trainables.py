@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import hpo
 
 
 def quadratic(config):
-    """Loss (x - 0.3)^2 shrinking with steps; reports `loss` and `steps_done`."""
+    """Loss (x - 0.3)^2 shrinking with steps; reports `loss` and `steps_done`. With `mark_dir`,
+    each report also leaves a file `<x>-<step>` there (a test waits on them: they appear at once)."""
     x = config["x"]
     for step in range(1, int(config.get("steps", 4)) + 1):
         hpo.report({"loss": (x - 0.3) ** 2 + 1.0 / step, "score": -abs(x - 0.7)})
+        if config.get("mark_dir"):
+            Path(config["mark_dir"], f"{x!r}-{step}").touch()
         time.sleep(float(config.get("sleep", 0.0)))
 
 

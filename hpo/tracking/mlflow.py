@@ -28,8 +28,10 @@ from typing import Any
 from ray.tune import Callback
 
 from hpo._compat.mlflow import end_run
-from hpo._trials import error_text
+from hpo._trials import error_text, status_text
 from hpo.config import mask_url
+from hpo.errors import is_disk_full
+from hpo.leaderboard import run_link, value_history
 from hpo.rundir import read_state, trial_histories, update_state
 from hpo.strategies import TrialOutcomes
 from hpo.wire import GPU_KEY, NODE_KEY, TIME_KEY, result_steps, trial_metrics
@@ -38,6 +40,7 @@ log = logging.getLogger("hpo.tracking")
 
 TRIAL_TAG = "hpo.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
+TRIAL_VALUE, BEST_SO_FAR = "trial_value", "best_so_far"  # the parent run's optimization history
 _MAX_PARAMS, _MAX_METRICS = 100, 1000
 # a trial's terminal state -> its child run's MLflow status
 _RUN_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "cut": "KILLED", "errored": "FAILED",
@@ -96,8 +99,10 @@ class MlflowTracker(Callback):
             so a resumed search continues the same parent run.
         outcomes: shared record of pruned and cut trials (for each trial's terminal state).
         metrics: the search's metrics (a NaN/inf one means the trial diverged).
-        write_files: ``(results, directory)``: writes the files logged on the parent run at the
-            end (leaderboard, plots); given by the caller, so tracking imports no plotting.
+        write_files: ``(results, directory, runs=)``: writes the files logged on the parent run at
+            the end (leaderboard, plots); ``runs`` maps each trial to its child run (an
+            :class:`~hpo.pages.Link` to its page on an http(s) server). Given by the caller, so
+            tracking imports no plotting.
         model_logger: ``(tracking_uri, parent_run_id, best_model_info, register_as) -> model URI``:
             logs the best model (the caller's, so tracking imports no torch).
         parent_params: params and tags of the parent run (strategy, versions, ...).
@@ -120,7 +125,7 @@ class MlflowTracker(Callback):
         log_model: bool = True,
         register_model: str | None = None,
         metrics: list[str] | None = None,
-        write_files: Callable[[Any, Path], Any] | None = None,
+        write_files: Callable[..., Any] | None = None,
         model_logger: Callable[[str, str, dict[str, Any], str | None], str] | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
@@ -163,6 +168,7 @@ class MlflowTracker(Callback):
         self.refused: list[str] = []  # runs with a batch the store refused outright
         self._deadline = 0.0
         self._reconciled = False
+        self._parent_unsaved = False  # hpo_state.json could not take the parent run yet (a full disk)
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles callbacks into its experiment state: the URI goes there without its password;
@@ -190,6 +196,20 @@ class MlflowTracker(Callback):
         if state.get("parent_run_id") and state.get("tracking_uri") in (None, mask_url(self.tracking_uri)):
             return str(state["parent_run_id"])  # written by hpo before parents were kept per store
         return None
+
+    def _save_parent_soon(self) -> None:
+        """Record the parent run in ``hpo_state.json`` (``hpo resume`` continues that run); on a full
+        disk, again at each flush until it fits (the search, stopping, gives back its reserve)."""
+        try:
+            self._save_parent()
+            self._parent_unsaved = False
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            if not self._parent_unsaved:
+                log.warning("hpo: parent run %s not yet recorded in %s (disk full); retrying", self.parent_run_id,
+                            self.state_path)
+            self._parent_unsaved = True
 
     def _save_parent(self) -> None:
         run_dir = Path(self.state_path).parent
@@ -247,7 +267,7 @@ class MlflowTracker(Callback):
         else:
             run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=self.parent_tags)
             self.parent_run_id = run.info.run_id
-            self._save_parent()
+            self._save_parent_soon()
             self._log_batch(self.parent_run_id, params=flatten_params(self.parent_params))
             for name, text in self.artifacts.items():
                 self.client.log_text(self.parent_run_id, text, name)
@@ -349,6 +369,8 @@ class MlflowTracker(Callback):
                 if self.parent_run_id is None or self.experiment_id is None:
                     self._connect()
                     self._open()
+                if self._parent_unsaved:
+                    self._save_parent_soon()
                 self._write(pending)
                 pending, backoff = [], 1.0
             except Exception as exc:  # server down or slow: keep the events, retry with backoff
@@ -461,14 +483,7 @@ class MlflowTracker(Callback):
 
     def _status_text(self, tid: str, status: str, error: str | None) -> str:
         """The ``hpo.status`` tag: the terminal state, with its step, reason or error."""
-        if status == "errored":
-            return f"errored: {error}"[:5000]
-        if status == "pruned":
-            return f"pruned at epoch {self.outcomes.pruned_at(tid)}"
-        if status == "cut":
-            step, reason = self.outcomes.cut_of(tid) or (0, "search stopped")
-            return f"cut at epoch {step} ({reason})"
-        return status
+        return status_text(status, error, self.outcomes.pruned_at(tid), self.outcomes.cut_of(tid))
 
     def _reconciled_events(self, configs: dict[str, dict[str, Any]],
                            ended: dict[str, tuple[str, str | None]]) -> list[tuple[str, str, Any]]:
@@ -493,8 +508,9 @@ class MlflowTracker(Callback):
             return
         import tempfile
 
+        runs = {tid: run_link(self.tracking_uri, self.experiment_id, run_id) for tid, run_id in self._runs.items()}
         with tempfile.TemporaryDirectory(prefix="hpo-mlflow-") as tmp:
-            self.write_files(results, Path(tmp))
+            self.write_files(results, Path(tmp), runs=runs)
             self.client.log_artifacts(parent, tmp)
 
     def _drop_orphans(self, known: set[str]) -> None:
@@ -565,6 +581,26 @@ class MlflowTracker(Callback):
             self._trials_logged = True
         except Exception as exc:
             log.warning("MLflow could not record the search summary: %s", mask_url(str(exc)))
+            return
+        try:
+            self._log_history(parent, results)
+        except Exception as exc:  # the summary, model and run status still follow
+            log.warning("MLflow could not record the optimization history: %s", mask_url(str(exc)))
+
+    def _log_history(self, parent: str, results: Any) -> None:
+        """The optimization history as parent-run metrics MLflow's charts draw by themselves:
+        ``trial_value`` (each trial's value where it stopped) and ``best_so_far`` (the best completed
+        value up to that trial), step = the trial's number (:func:`hpo.leaderboard.value_history`),
+        timestamp = when the trial reported that value. A step already logged is not logged again,
+        so a resumed search or ``hpo sync-mlflow`` adds only its new trials."""
+        from mlflow.entities import Metric
+
+        now, points, out = time.time(), value_history(results), []
+        for name, attr in ((TRIAL_VALUE, "value"), (BEST_SO_FAR, "best")):
+            logged = {m.step for m in self.client.get_metric_history(parent, name)}
+            out += [Metric(name, getattr(p, attr), int((p.time or now) * 1000), p.number)
+                    for p in points if getattr(p, attr) is not None and p.number not in logged]
+        self._log_batch(parent, metrics=out)
 
     def finish(self, results: Any, failed: bool = False, killed: bool = False) -> None:
         """Flush everything, record the search's outcome on the parent run and close it.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import threading
 import time
@@ -14,10 +13,9 @@ import pytest
 import hpo
 from hpo import Float
 from tests import trainables
-from tests.conftest import ROOT
+from tests.tracking.conftest import ARTIFACTS, chromium, needs_chromium
 
 pytestmark = pytest.mark.slow
-ARTIFACTS = ROOT / "test-artifacts"
 
 
 def _search(tmp_path, ray_address, uri, name, **kw):
@@ -113,21 +111,12 @@ def test_server_down_search_goes_on_and_warning_names_what_was_not_recorded(tmp_
     assert any("did not record" in r.message for r in caplog.records)
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="Debian's chromium and chromium-driver are not installed")
+@needs_chromium
 def test_trial_runs_render_nested_in_the_mlflow_ui(tmp_path, ray_address, mlflow_server):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
     results = _search(tmp_path, ray_address, mlflow_server.uri, "ui-check", num_samples=3, strategy="random")
-    opts = webdriver.ChromeOptions()
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--window-size=1600,1000"):
-        opts.add_argument(flag)
-    opts.binary_location = shutil.which("chromium")
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
-    try:
+    with chromium() as driver:
         driver.get(f"{mlflow_server.uri}/#/experiments/{results.mlflow_experiment_id}/runs")
         parent_name = Path(results.storage_path).name
         WebDriverWait(driver, 60).until(lambda d: parent_name in d.page_source)
@@ -137,7 +126,5 @@ def test_trial_runs_render_nested_in_the_mlflow_ui(tmp_path, ray_address, mlflow
         expanders[0].click()
         ids = [t.trial_id for t in results.trials]
         WebDriverWait(driver, 60).until(lambda d: all(i in d.page_source for i in ids))
-        ARTIFACTS.mkdir(exist_ok=True)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "mlflow_ui_runs.png"))
-    finally:
-        driver.quit()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
+import optuna
 import pytest
 
 import hpo
 from hpo import Float
+from hpo.study_file import STUDY_FILE
 from hpo.sync import sync_mlflow
 from tests import trainables
 from tests.conftest import hpo_cli
@@ -37,7 +40,12 @@ def test_sync_mlflow_replays_an_untracked_search_once(tmp_path, ray_address):
     )
     assert results.parent_run_id is None
     db = tmp_path / "sync.db"
+    (Path(results.storage_path) / STUDY_FILE).unlink()  # as a search that ran before hpo wrote its study
     synced = sync_mlflow(results.storage_path, tracking_uri=f"sqlite:///{db}")
+    study = optuna.load_study(study_name="sync", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(Path(results.storage_path) / STUDY_FILE))))
+    assert sorted(t.state.name for t in study.trials) == sorted(
+        {"completed": "COMPLETE", "pruned": "PRUNED", "errored": "FAIL"}[t.status] for t in results.trials)
     children, points, statuses, runs = _counts(db, synced.parent_run_id)
     assert len(children) == 8 and runs == 9
     by_status = sorted(statuses.values())
