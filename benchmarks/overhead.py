@@ -176,7 +176,8 @@ def _optuna_objective(data: tuple[Any, ...], epochs: int) -> Any:
     return objective
 
 
-def _journal(path: str) -> Any:
+def journal_storage(path: str) -> Any:
+    """An Optuna JournalStorage on one file: what several plain-Optuna worker processes share."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
@@ -190,7 +191,7 @@ def child_optuna_worker(spec: dict[str, Any]) -> list[dict[str, float]]:
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_data()
-    study = optuna.load_study(study_name="overhead", storage=_journal(spec["journal"]))
+    study = optuna.load_study(study_name="overhead", storage=journal_storage(spec["journal"]))
     study.optimize(_optuna_objective(data, spec["epochs"]), n_trials=spec["n_trials"])
     return []
 
@@ -200,7 +201,7 @@ def child_optuna(spec: dict[str, Any]) -> list[dict[str, float]]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     journal = str(Path(spec["work"]) / "journal.log")
-    study = optuna.create_study(study_name="overhead", storage=_journal(journal), direction="maximize")
+    study = optuna.create_study(study_name="overhead", storage=journal_storage(journal), direction="maximize")
     for c in configs(spec["n"]):
         study.enqueue_trial(c)
     shares = [spec["n"] // WORKERS + (i < spec["n"] % WORKERS) for i in range(WORKERS)]

@@ -75,12 +75,32 @@ def storage_lock(url: str, name: str) -> Iterator[None]:
                                   f"advisory lock {key} on {mask_url(url)})")
             conn.commit()
             try:
+                _create_schema_once(conn, url)
                 yield
             finally:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
     finally:
         engine.dispose()
+
+
+_SCHEMA_KEY = advisory_key("optuna-schema")
+
+
+def _create_schema_once(conn: Any, url: str) -> None:
+    """Create Optuna's tables under a database-wide advisory lock: Optuna creates them without one,
+    so the first nights of two experiments on a new database raced (``CREATE TYPE studydirection``
+    failed with a unique violation in one of them)."""
+    import optuna
+    import sqlalchemy
+
+    conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_KEY})
+    conn.commit()
+    try:
+        optuna.storages.RDBStorage(url)  # creates the tables when they are missing, else only checks them
+    finally:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_KEY})
+        conn.commit()
 
 
 def study_counts(storage: str, lineage: str, night: str) -> tuple[int, int]:

@@ -125,6 +125,14 @@ def hpo_cli(*args: str, cwd: Path, timeout: float = 300, check: bool = True) -> 
     return proc
 
 
+def quick_benchmark(module: str, out: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m benchmarks.<module> --quick --out OUT [ARGS]``; fail with its output when it fails."""
+    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--quick", "--out", str(out), *args],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def start_hpo(cwd: Path, *args: str) -> subprocess.Popen:
     """Start the ``hpo`` command in the background, in its own process group (killable as one)."""
     return subprocess.Popen([sys.executable, "-m", "hpo.cli", *args], cwd=cwd, env=_env(),

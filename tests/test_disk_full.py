@@ -272,3 +272,31 @@ def test_a_disk_that_fills_mid_search_stops_it_cleanly_and_resume_finishes_it(tm
     print(f"\ndisk full: records written {recorded_after:.1f} s and hpo exited {exited_after:.1f} s after the "
           f"tmpfs filled; {len(cut)} trial(s) cut, {len(statuses) - len(cut)} completed before; resume ran "
           f"{6 - len(statuses)} more; scenario {took:.0f} s")
+
+
+def test_rays_uploads_of_its_staging_copy_never_write_over_hpos_own_files(tmp_path) -> None:
+    """``Tuner.restore`` copies the run directory into Ray's staging directory and every save
+    uploads all of it: the copy of ``hpo_state.json`` taken at the resume replaced the newer one
+    (which named the MLflow parent run opened since), and the next resume opened a second one."""
+    import pyarrow.fs
+    from ray.train._internal import storage
+
+    from hpo._compat.ray import atomic_uploads
+    from hpo.rundir import OWN_FILES
+
+    staging, run = tmp_path / "staging", tmp_path / "run"
+    for d in (staging / "best_model", staging / "trial_1", run):
+        d.mkdir(parents=True, exist_ok=True)
+    for name in ("hpo_state.json", "outcomes.json", "trials.json", "optuna.journal", "best_model/model.pt"):
+        (staging / name).write_text("stale")
+        (run / name).parent.mkdir(exist_ok=True)
+        (run / name).write_text("hpo's")
+    (staging / "experiment_state-1.json").write_text("ray's")
+    (staging / "trial_1" / "result.json").write_text("ray's")
+    with atomic_uploads(keep=OWN_FILES):
+        storage._upload_to_fs_path(str(staging), pyarrow.fs.LocalFileSystem(), str(run))
+        storage._upload_to_fs_path(str(staging / "hpo_state.json"), pyarrow.fs.LocalFileSystem(),
+                                   str(run / "hpo_state.json"))  # a single file too
+    assert {str(p.relative_to(run)): p.read_text() for p in run.rglob("*") if p.is_file()} == {
+        "hpo_state.json": "hpo's", "outcomes.json": "hpo's", "trials.json": "hpo's", "optuna.journal": "hpo's",
+        "best_model/model.pt": "hpo's", "experiment_state-1.json": "ray's", "trial_1/result.json": "ray's"}

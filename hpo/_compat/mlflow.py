@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["end_run", "fluent_tracking_uri"]
+__all__ = ["dispose_sqlite_engines", "end_run", "fluent_tracking_uri"]
 
 
 @contextmanager
@@ -45,3 +45,14 @@ def end_run(client: Any, run_id: str, status: str) -> None:
     client._tracking_client.store.update_run_info(
         run_id, run_status=RunStatus.from_string(status), end_time=int(time.time() * 1000), run_name=None
     )
+
+
+def dispose_sqlite_engines(path: str) -> None:
+    """Close the connections MLflow keeps open to the SQLite file ``path`` (its tracking store
+    caches one SQLAlchemy engine per database URI in the private
+    ``SqlAlchemyStore._engine_map``), so the file can be renamed or removed."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    with SqlAlchemyStore._engine_map_lock:
+        for uri in [u for u in SqlAlchemyStore._engine_map if u.endswith(path)]:
+            SqlAlchemyStore._engine_map.pop(uri).dispose()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -68,10 +69,11 @@ def reopen_search(run_dir: Any) -> bool:
 
 _uploads_lock = threading.Lock()
 _uploads: list[Any] = [None, 0]  # Ray's own upload function, searches in this process inside atomic_uploads()
+_keep: set[str] = set()  # patterns of the run directory's own files (hpo's), never uploaded over
 
 
 @contextmanager
-def atomic_uploads() -> Iterator[None]:
+def atomic_uploads(keep: Collection[str] = ()) -> Iterator[None]:
     """While the block runs, Ray's uploads of the experiment directory to a local storage path
     (its experiment-state saves: ``experiment_state-*.json``, the searcher's state, the trials'
     ``result.json``, ``error.pkl``) write each file under a temporary name and rename it into
@@ -85,10 +87,18 @@ def atomic_uploads() -> Iterator[None]:
     files that make ``Tuner.fit`` raise ``EOFError``. Other storage (S3, GCS) and uploads with
     excludes go through Ray's own code. Only the driver's uploads are affected: a trial's
     checkpoints are written by its worker, each into a new directory.
+
+    ``keep``: names (``fnmatch`` patterns) of the files and directories hpo writes into the run
+    directory itself; Ray never uploads over them (on any storage). ``Tuner.restore`` downloads
+    the whole run directory into Ray's staging directory and each save uploads all of it again,
+    so a resumed search's newer ``hpo_state.json`` (its MLflow parent run, recorded after the
+    resume began) was replaced by the copy taken when it resumed: the next resume opened a
+    second parent run.
     """
     from ray.train._internal import storage
 
     with _uploads_lock:  # several searches in one process: the first installs it, the last removes it
+        _keep.update(keep)
         if _uploads[1] == 0:
             _uploads[0] = storage._upload_to_fs_path
             storage._upload_to_fs_path = _atomic_upload
@@ -109,31 +119,45 @@ def _atomic_upload(local_path: str, fs: Any, fs_path: str, exclude: list[str] | 
     from hpo.disk_space import notify
     from hpo.errors import is_disk_full
 
-    if exclude or not isinstance(fs, pyarrow.fs.LocalFileSystem):
-        return _uploads[0](local_path, fs, fs_path, exclude)  # Ray's own
+    patterns = [*(exclude or []), *sorted(_keep), *(f"{k}/*" for k in sorted(_keep))]
+    if not isinstance(fs, pyarrow.fs.LocalFileSystem):
+        if os.path.isfile(local_path) and _excluded(os.path.basename(local_path), patterns):
+            return None
+        return _uploads[0](local_path, fs, fs_path, patterns or None)  # Ray's own
     try:
-        _copy_atomically(local_path, fs_path)
+        _copy_atomically(local_path, fs_path, patterns)
     except OSError as exc:
         if not is_disk_full(exc) or not notify(fs_path):
             raise
         try:
-            _copy_atomically(local_path, fs_path)  # the search gave back its reserve: once more
+            _copy_atomically(local_path, fs_path, patterns)  # the search gave back its reserve: once more
         except OSError as again:
             if not is_disk_full(again):
                 raise  # (a full disk is the search's to report, and it stops)
     return None
 
 
-def _copy_atomically(source: str, destination: str) -> None:
+def _excluded(relpath: str, patterns: list[str]) -> bool:
+    """Whether a file's path (relative to the uploaded directory) matches a pattern, as Ray's
+    ``_ExcludingLocalFilesystem`` matches its ``exclude`` list."""
+    import fnmatch
+
+    return any(fnmatch.fnmatch(relpath, p) for p in patterns)
+
+
+def _copy_atomically(source: str, destination: str, exclude: list[str] | None = None) -> None:
     """Copy a file, or a directory's files, each to a temporary name beside its target and then
-    renamed over it; files already there with the same size and modification time are kept."""
-    import os
+    renamed over it; files already there with the same size and modification time are kept, and
+    files matching ``exclude`` (their path relative to ``source``; a file's own name) are not copied."""
     import shutil
     import uuid
 
-    pairs = [(source, destination)] if os.path.isfile(source) else [
-        (os.path.join(root, name), os.path.join(destination, os.path.relpath(root, source), name))
-        for root, _, names in os.walk(source) for name in names]
+    if os.path.isfile(source):
+        pairs = [] if _excluded(os.path.basename(source), exclude or []) else [(source, destination)]
+    else:
+        pairs = [(os.path.join(root, name), os.path.join(destination, os.path.relpath(root, source), name))
+                 for root, _, names in os.walk(source) for name in names
+                 if not _excluded(os.path.normpath(os.path.join(os.path.relpath(root, source), name)), exclude or [])]
     for src, dst in pairs:
         st = os.stat(src)
         try:

@@ -43,10 +43,10 @@ def test_sigint_on_a_packed_tpe_search_over_http_then_resume(tmp_path, ray_addre
     from mlflow.tracking import MlflowClient
 
     exp = tmp_path / "http.yaml"
-    exp.write_text("name: http\ntask: {dataset: digits, epochs: 8, batch_size: 4, test_best: false}\n"
+    exp.write_text("name: http\ntask: {dataset: digits, epochs: 6, batch_size: 4, test_best: false}\n"
                    "space:\n  lr: {type: float, low: 0.005, high: 0.1, log: true}\n"
                    "  hidden: {type: categorical, choices: [16, 32]}\nmetric: val_accuracy\nmode: max\n"
-                   "strategy: {searcher: tpe, seed: 4}\nnum_samples: 40\npack: 3\nmax_concurrent: 2\n")
+                   "strategy: {searcher: tpe, seed: 4}\nnum_samples: 24\npack: 3\nmax_concurrent: 2\n")
     proc = start_hpo(tmp_path, "run", str(exp), "--address", ray_address, "--tracking-uri", mlflow_server.uri,
                   "--json")
     runs = tmp_path / "hpo_results"
@@ -58,10 +58,10 @@ def test_sigint_on_a_packed_tpe_search_over_http_then_resume(tmp_path, ray_addre
     run_dir = find_run_dir("http", str(runs))
     client = MlflowClient(mlflow_server.uri)
     statuses = _check(client, run_dir, "KILLED")
-    assert "cut" in statuses.values() and len(statuses) < 40
+    assert "cut" in statuses.values() and len(statuses) < 24
     resumed = hpo_cli("resume", str(run_dir), "--json", "--address", ray_address, cwd=tmp_path, timeout=400)
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert summary["num_trials"] == 40, summary
+    assert summary["num_trials"] == 24, summary
     after = _check(client, run_dir, "FINISHED")
     assert {t: s for t, s in after.items() if t in statuses} == statuses
     print(json.dumps(Counter(after.values())), file=sys.stderr)
