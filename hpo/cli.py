@@ -8,7 +8,9 @@ Heavy imports (Ray, torch, MLflow) happen only inside the commands that need the
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
 import sys
 from typing import Any
 
@@ -246,7 +248,39 @@ def _strategies() -> None:
                 print(f"  {i.name:<{width}}  {i.description}{extra}")
 
 
+_exit_code: list[int] = []  # what the command returned, when run as a program (see _exit_now)
+
+
+def _exit_now() -> None:
+    """The program's last exit handler (registered before any other): once Python has joined its
+    threads and run every other handler (Ray's disconnect, MLflow's, logging's), leave without the
+    interpreter's teardown, which frees every object of torch, MLflow, Ray and matplotlib one by
+    one and took 3 s after a search on a busy 2-core machine. Every file hpo writes is closed
+    by then; stdout and stderr are flushed here."""
+    if not _exit_code:
+        return  # an uncaught exception: the usual exit, traceback and all
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(_exit_code[0])
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``hpo`` command; ``argv`` None: the program's own arguments (and its fast exit)."""
+    if argv is None:
+        atexit.register(_exit_now)  # before anything registers its own: it runs last
+        code = _main(argv)
+        _exit_code.append(code)
+        return code
+    return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "strategies":

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DENSITY_OVER", "PLOT_FILES", "all_plots", "history_figure", "importances_figure", "learning_curves",
            "learning_curves_figure", "optimization_history", "parallel_coordinates", "parallel_coordinates_figure",
-           "param_importances", "pareto_figure", "pareto_front", "pyplot", "write_search_files"]
+           "param_importances", "pareto_figure", "pareto_front", "pyplot", "SearchFiles", "write_search_files"]
 
 DENSITY_OVER = 500  # learning curves of more trials than this are drawn as a density
 _STYLE = {  # status -> colour, marker
@@ -439,3 +439,23 @@ def write_search_files(results: Results, directory: Path, runs: Mapping[str, Lin
     board.write_csv(directory / "leaderboard.csv")
     (directory / "leaderboard.html").write_text(html_page(f"{results.name}: leaderboard", board.html()))
     return [directory / "leaderboard.csv", directory / "leaderboard.html", *all_plots(results, directory)]
+
+
+class SearchFiles:
+    """:func:`write_search_files` as a search's MLflow tracker takes it, with :meth:`prepare`, which
+    the tracker's writer calls while the search runs."""
+
+    def __call__(self, results: Results, directory: Path, runs: Mapping[str, Link] | None = None) -> list[Path]:
+        return write_search_files(results, directory, runs)
+
+    def prepare(self) -> None:
+        """What drawing the plots first costs, paid ahead (the tracker's writer calls it at the lowest
+        CPU priority while the trials run): importing matplotlib and Optuna's importance evaluators,
+        and drawing one small figure (Agg's and the fonts' first use)."""
+        import io
+
+        from optuna.importance import FanovaImportanceEvaluator  # noqa: F401  (imports scikit-learn)
+
+        fig = _figure(2, 1)
+        fig.subplots().plot([0, 1], [0, 1], "-o", label="x")
+        fig.savefig(io.BytesIO(), format="png", dpi=100)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -15,16 +16,42 @@ from hpo.errors import HpoConfigError, Shown
 if TYPE_CHECKING:
     from hpo.config import Experiment
 
-__all__ = ["check_cluster", "check_reachable", "check_resources_fit", "check_shared_storage", "ray_session",
-           "runtime_env_of", "tune_settings"]
+__all__ = ["RaySession", "check_cluster", "check_reachable", "check_resources_fit", "check_shared_storage",
+           "ray_session", "runtime_env_of", "tune_settings"]
 
 SHARED_STORAGE_ENV = "HPO_SHARED_STORAGE"
 
 
+class RaySession:
+    """The Ray a search runs on (``ray``, the module), as :func:`ray_session` hands it out."""
+
+    def __init__(self, ray: Any, started: bool) -> None:
+        self.ray = ray
+        self.started = started  # this process started it, so shuts it down
+        self._closing: threading.Thread | None = None
+
+    def release(self) -> None:
+        """The search needs Ray no more: shut down the Ray this process started, in the background,
+        so the second or more Ray takes to stop its processes overlaps the search's last records
+        (the session's end waits for it). A joined cluster is left as it is."""
+        if self.started and self._closing is None:
+            self._closing = threading.Thread(target=self.ray.shutdown, name="hpo-ray-shutdown", daemon=True)
+            self._closing.start()
+
+    def close(self) -> None:
+        if not self.started:
+            return
+        if self._closing is None:
+            self.ray.shutdown()
+        else:
+            self._closing.join()
+
+
 @contextmanager
-def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None) -> Iterator[Any]:
+def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None) -> Iterator[RaySession]:
     """Ray for one search: joins ``address`` (a running cluster), else starts Ray on this machine
-    and shuts it down afterwards; an already initialised Ray is used as it is. ``runtime_env``
+    and shuts it down afterwards (or from :meth:`RaySession.release` on); an already initialised
+    Ray is used as it is. ``runtime_env``
     (:func:`runtime_env_of`) is the search's job environment: Ray uploads its working directory
     once and every node unpacks it for the trials."""
     import ray
@@ -55,11 +82,11 @@ def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None) 
                              "called ray.init without a working_dir", runtime_env["working_dir"],
                              "Leave ray.init to hpo (pass address=...), or call ray.init(runtime_env="
                              "{'working_dir': ...}) yourself.")
+    session = RaySession(ray, started)
     try:
-        yield ray
+        yield session
     finally:
-        if started:
-            ray.shutdown()
+        session.close()
 
 
 def runtime_env_of(exp: Experiment, tracking_uri: str | None = None) -> dict[str, Any] | None:
@@ -82,8 +109,9 @@ def runtime_env_of(exp: Experiment, tracking_uri: str | None = None) -> dict[str
 
 
 @contextmanager
-def tune_settings() -> Iterator[None]:
-    """The Ray Tune settings a search runs under, restored afterwards."""
+def tune_settings() -> Iterator[Callable[[int], None]]:
+    """The Ray Tune settings a search runs under, restored afterwards. Yields ``queue(slots)``,
+    which sets how many trials Ray Tune keeps waiting for a worker (see :func:`trial_slots`)."""
     # Ray's per-trial JSON/CSV loggers are off (results reach hpo through callbacks), so its
     # end-of-run ExperimentAnalysis finds no result files: that warning is expected noise.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
@@ -95,16 +123,45 @@ def tune_settings() -> Iterator[None]:
         # Signals are hpo's (hpo.lifecycle.catch_signals): running trials are cut and recorded.
         "TUNE_DISABLE_SIGINT_HANDLER": "1",
     }
-    old = {k: os.environ.get(k) for k in env}
+    old = {k: os.environ.get(k) for k in (*env, _PENDING)}
     os.environ.update(env)
+
+    def queue(slots: int) -> None:
+        # Ray Tune keeps one trial waiting for a worker when a searcher (not its own variant
+        # generator) suggests trials without a ConcurrencyLimiter: the next trial then takes the
+        # actor the last one freed (actors are reused) before a new worker elsewhere has started,
+        # so a search of short trials ran one at a time on a single node however many it had.
+        if old[_PENDING] is None:  # the user's own setting stands
+            os.environ[_PENDING] = str(max(1, slots))
+
     try:
-        yield
+        yield queue
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+_PENDING = "TUNE_MAX_PENDING_TRIALS_PG"
+
+
+def trial_slots(request: Mapping[str, float], nodes: Iterable[Mapping[str, float]]) -> int:
+    """How many trials asking ``request`` each (``{"CPU": 1, "GPU": 0.25}``) the ``nodes`` (their
+    total resources) hold at once; at least 1.
+
+    Example:
+        >>> trial_slots({"CPU": 1, "GPU": 0}, [{"CPU": 2}, {"CPU": 1, "GPU": 1}])
+        3
+        >>> trial_slots({"CPU": 1, "GPU": 0.25}, [{"CPU": 16, "GPU": 1}, {"CPU": 8}])
+        4
+    """
+    wanted = {k: v for k, v in request.items() if v and v > 0}
+    total = 0
+    for node in nodes:
+        total += min((int(node.get(k, 0) / v + 1e-9) for k, v in wanted.items()), default=0)
+    return max(1, total)
 
 
 def check_reachable(address: str | None, timeout: float = 5.0) -> None:
@@ -227,10 +284,10 @@ def _startable_node_types(bootstrap: str = AUTOSCALING_CONFIG) -> list[dict[str,
             if isinstance(t, dict) and t.get("max_workers", 1) != 0]
 
 
-def check_cluster(exp: Experiment, ray: Any, storage_path: str) -> None:
+def check_cluster(exp: Experiment, ray: Any, storage_path: str) -> int:
     """The checks of the joined Ray cluster before any trial is queued: every trial's resources
     fit on some node (alive, or startable by the autoscaler), and ``storage_path`` is shared when
-    the nodes span several hosts.
+    the nodes span several hosts. Returns how many trials the alive nodes hold at once.
 
     Raises:
         HpoConfigError: naming ``resources`` (with the largest node) or ``storage_path``.
@@ -239,3 +296,4 @@ def check_cluster(exp: Experiment, ray: Any, storage_path: str) -> None:
     request = {"CPU": exp.resources.cpu, "GPU": exp.resources.gpu, "memory": float(exp.resources.memory_bytes or 0)}
     check_resources_fit(request, [n.get("Resources", {}) for n in nodes], _startable_node_types())
     check_shared_storage(storage_path, [n.get("NodeManagerAddress", "") for n in nodes], _local_ips(ray))
+    return trial_slots(request, [n.get("Resources", {}) for n in nodes])

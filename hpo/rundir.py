@@ -42,9 +42,10 @@ OUTCOMES_FILE = "outcomes.json"  # how each trial ended so far, written with Ray
 NIGHT_FILE = "night.json"  # hpo nightly: the night's lineage and fingerprint, then its exit code and summary
 # Everything hpo itself writes into a run directory (fnmatch patterns): Ray's uploads of its staging
 # copy never write over these (hpo._compat.ray.atomic_uploads): the study export (hpo.study_file),
-# the disk reserve (hpo.disk_space), the best model (hpo.train.best), a failed start set aside.
+# the disk reserve (hpo.disk_space), the best model (hpo.train.best), each completed trial's final
+# model (trial_models/, written by the trials: hpo.train.model_file), a failed start set aside.
 OWN_FILES = (STATE_FILE, TRIALS_FILE, OUTCOMES_FILE, NIGHT_FILE, "optuna.journal*", ".optuna.journal.*",
-             ".hpo-reserve", "best_model", ".abandoned-*", ".*.tmp")
+             ".hpo-reserve", "best_model", "trial_models", ".abandoned-*", ".*.tmp")
 _STAMP = r"\d{8}-\d{6}(?:\.\d+)?"
 _DATE = r"\d{4}-\d{2}-\d{2}"
 

@@ -20,11 +20,12 @@ from typing import Any
 from hpo.config import Experiment
 from hpo.disk_space import check_free, describe, watch
 from hpo.errors import HpoConfigError, SearchInterrupted, is_disk_full
-from hpo.plots import write_search_files
+from hpo.plots import SearchFiles
 from hpo.ray_env import check_cluster, ray_session, runtime_env_of, tune_settings
 from hpo.results import Results
 from hpo.rundir import (
     OUTCOMES_FILE,
+    OWN_FILES,
     TRIALS_FILE,
     find_run_dir,
     has_ray_state,
@@ -39,7 +40,7 @@ from hpo.rundir import (
 from hpo.study_file import export_study
 from hpo.tracking.search_record import search_tracker
 from hpo.train.builtin import builtin_task, load_data_meanwhile, trainable_of
-from hpo.train.model_file import log_to_mlflow
+from hpo.train.model_logger import ModelLogger
 from hpo.validate import tracking_uri_of, validate
 
 __all__ = ["resume", "run"]
@@ -148,10 +149,11 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
 
     num_samples = exp.resolved_num_samples()
     caps = capabilities(exp.strategy.spec(), exp.budget)
-    with ray_session(address, runtime_env_of(exp, tracking_uri)) as ray, tune_settings():
-        check_cluster(exp, ray, exp.storage_path)  # before anything is written or queued: Ray would wait for ever
+    with ray_session(address, runtime_env_of(exp, tracking_uri)) as session, tune_settings() as queue_trials:
+        slots = check_cluster(exp, session.ray, exp.storage_path)  # before anything is written or queued
+        queue_trials(min(slots, exp.max_concurrent or slots))  # trials waiting for a worker: one per free slot
         dataset = data.result()  # its error, if any, ends the search here: Ray is shut down, nothing written
-        trainable = trainable_of(exp, fn, dataset)
+        trainable = trainable_of(exp, fn, dataset, str(run_dir))
         if restore and has_ray_state(run_dir):
             if resumes_as_interrupted((read_json(run_dir / OUTCOMES_FILE, {}) or {}).get("stop_reason")):
                 from hpo._compat.ray import reopen_search
@@ -177,8 +179,10 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             if study.get("attrs") and getattr(searcher, "study", None) is not None:
                 searcher.study = TaggedStudy(searcher.study.study_name, study["storage"], searcher.study.sampler,
                                              study["attrs"])
-            tracker = search_tracker(exp, run_dir, outcomes, tracking_uri, write_files=write_search_files,
-                                     model_logger=log_to_mlflow) if exp.tracking.enabled else None
+            # The best model's logger: a helper process gets ready while the trials run (built-in task)
+            logger = ModelLogger() if exp.is_builtin and exp.task.get("test_best", True) else None
+            tracker = search_tracker(exp, run_dir, outcomes, tracking_uri, write_files=SearchFiles(),
+                                     model_logger=logger) if exp.tracking.enabled else None
             if tracker is not None:
                 tracker.parent_tags.update(study.get("parent_tags", {}))
             from ray.tune.logger import JsonLoggerCallback
@@ -233,10 +237,19 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             )
         if tracker is not None:
             tracker.start()  # the writer opens the parent run in the background
+        model_logger = getattr(tracker, "model_logger", None)
+        if isinstance(model_logger, ModelLogger) and tracker is not None and tracker.log_model:
+            model_logger.start()  # its helper gets ready, at the lowest priority, while the trials run
         # The end-of-search writes too: a signal there still records all. A write of the search
         # that finds the disk full stops it like a signal (hpo.disk_space).
-        with catch_signals(collector), watch(run_dir, collector.disk_is_full), atomic_uploads():
-            results = _fit_and_record(exp, tuner, collector, outcomes, tracker, dataset, run_dir)
+        try:
+            with catch_signals(collector), watch(run_dir, collector.disk_is_full), \
+                    atomic_uploads(keep=OWN_FILES):
+                results = _fit_and_record(exp, tuner, collector, outcomes, tracker, dataset, run_dir,
+                                          session.release)
+        finally:
+            if isinstance(model_logger, ModelLogger):
+                model_logger.close()  # its helper, if the search ended with no model to log
     if collector.error is not None:
         raise collector.error
     if results.interrupted:
@@ -251,9 +264,10 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
 
 
 def _fit_and_record(exp: Experiment, tuner: Any, collector: Any, outcomes: Any, tracker: Any, dataset: Any,
-                    run_dir: Path) -> Results:
+                    run_dir: Path, release_ray: Callable[[], None]) -> Results:
     """Run the search, then write its records: Results, trials.json, MLflow (and the best model,
-    unless the search failed or was interrupted)."""
+    unless the search failed or was interrupted). Ray is released as soon as the search needs it
+    no more: its shutdown overlaps the records."""
     failed = True
     try:
         tuner.fit()
@@ -266,10 +280,13 @@ def _fit_and_record(exp: Experiment, tuner: Any, collector: Any, outcomes: Any, 
             tracker.begin_finish(results)  # leaderboard and plots while the best trial is recovered
         if (not failed and not collector.interrupted and exp.is_builtin and exp.task.get("test_best", True)
                 and results.best_trial):
-            from hpo.train.best import recover_best
+            from hpo.train.best import drop_other_models, recover_best
 
+            # The best trial's own final model (a Ray task rebuilds it only when it is missing)
             results.best_model_info = recover_best(results, builtin_task(exp), dataset,
                                                    {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}, run_dir)
+            drop_other_models(run_dir, results.best_trial.trial_id)
+        release_ray()
         try:
             write_json(run_dir / TRIALS_FILE, {"trials": [asdict(t) for t in results.trials],
                                                "stop_reason": collector.stop_reason})

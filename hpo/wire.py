@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["DISK_FULL_KEY", "DONE_KEY", "END_KEY", "ERROR_KEY", "GPU_KEY", "HISTORY_KEY", "NODE_KEY", "NOT_METRICS",
-           "PACK_KEY", "STARTED_KEY", "STEP_KEY", "SUB_KEY", "TIME_KEY", "ReportPlan", "is_packed", "result_steps",
-           "split_result", "trial_metrics", "with_epoch_step"]
+           "PACK_KEY", "STARTED_KEY", "STEP_KEY", "SUB_KEY", "TIME_KEY", "KeepModels", "ReportPlan", "is_packed",
+           "result_steps", "split_result", "trial_metrics", "with_epoch_step"]
 
 NODE_KEY = "hpo_node"
 TIME_KEY = "hpo_time"  # wall-clock time of the report (Ray's own timestamp is whole seconds)
@@ -119,3 +119,19 @@ class ReportPlan:
 
     steps: frozenset[int] | None = None
     interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class KeepModels:
+    """Where the built-in task keeps each trial's final model, so the search's end loads the best
+    one instead of training it again (:func:`hpo.train.model_file.trial_model_files`).
+
+    Attributes:
+        run_dir: the search's run directory (shared storage on a cluster of several hosts: every
+            node writes there, as Ray writes checkpoints).
+        max_t: the step a scheduler ends every trial at (``strategy.max_t``) when that comes before
+            the trial's last epoch: a trial reaching it has completed its budget.
+    """
+
+    run_dir: str
+    max_t: int | None = None

@@ -79,17 +79,16 @@ def test_scoring_a_saved_model_reproduces_the_test_scores_the_search_measured(tm
     the search's numbers."""
     import torch
 
-    from hpo.train.best import _payload
     from hpo.train.builtin import load_data
     from hpo.train.loop import TaskRun
-    from hpo.train.model_file import load_model
+    from hpo.train.model_file import load_model, model_payload
 
     exp = _exp(task={"dataset": "wine", "epochs": 3})
     ds = load_data(exp)
     run = TaskRun({**exp.task, "lr": 0.05}, ds, 1)
     list(run.epochs())
     measured = run.trainers[0].evaluate_test()
-    torch.save(_payload(run), tmp_path / "model.pt")
+    torch.save(model_payload(run), tmp_path / "model.pt")
     scores = scores_of(load_model(tmp_path / "model.pt"), ds)
     assert scores["test_accuracy"] == pytest.approx(measured["accuracy"], abs=1e-6)
     assert scores["test_f1"] == pytest.approx(measured["f1"], abs=1e-6)

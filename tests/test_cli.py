@@ -49,7 +49,8 @@ def test_run_json_on_cluster_prints_summary_line_and_uses_both_nodes(tmp_path, r
     # batch size 4: trials long enough (~1 s) that the second node's worker starts before the
     # first node has run them all
     proc = hpo_cli("run", QUICKSTART, "--json", "--address", ray_address, "--set", "num_samples=6",
-                   "--set", "task.epochs=6", "--set", "space.params.batch_size=4", cwd=tmp_path)
+                   "--set", "task.epochs=6", "--set", "space.params.batch_size=4",
+                   "--set", "task.test_best=false", cwd=tmp_path)  # the best model: tests/test_examples.py
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert JSON_KEYS <= set(summary)
     assert summary["num_trials"] == 6 and summary["nodes"] == 2

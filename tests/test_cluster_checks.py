@@ -96,6 +96,24 @@ def test_check_cluster_uses_alive_nodes_only(monkeypatch):
         check_cluster(_exp(), _fake_ray(nodes), "hpo_results")
     monkeypatch.setenv("HPO_SHARED_STORAGE", "1")
     check_cluster(_exp(), _fake_ray(nodes), "/mnt/hpo/hpo_results")
+    assert check_cluster(_exp(), _fake_ray(nodes), "/mnt/hpo/hpo_results") == 68  # trials it holds at once
+    assert check_cluster(_exp(resources={"cpu": 4}), _fake_ray(nodes[:1]), "hpo_results") == 1
+
+
+@pytest.mark.slow
+def test_short_trials_of_a_searcher_run_on_every_node_at_once(tmp_path, ray_address):
+    """Ray Tune keeps one trial waiting for a worker under a searcher of its own (not its variant
+    generator): the next short trial took the actor the last one freed before the second node's
+    worker had started, and a search ran one trial at a time on one node. hpo queues one per slot."""
+    import hpo
+
+    results = hpo.run(name="both", trainable="benchmarks.scale_out:sleep_trial", metric="loss", mode="min",
+                      space={"x": {"type": "float", "low": 0, "high": 1}, "trial_s": 1.0},
+                      strategy={"searcher": "tpe", "seed": 0}, num_samples=6, address=ray_address,
+                      storage_path=str(tmp_path / "runs"), tracking={"enabled": False})
+    spans = sorted((t.metrics["t_start"], t.metrics["t_end"]) for t in results.trials)
+    assert len(results.nodes) == 2
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans  # two trials ran at the same time
 
 
 def _closed_port() -> int:

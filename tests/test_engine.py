@@ -11,11 +11,11 @@ import torch
 
 from hpo import HpoConfigError
 from hpo.train import validate_task
-from hpo.train.best import _payload, export_model
+from hpo.train.best import export_model
 from hpo.train.data import load_dataset
 from hpo.train.loop import TaskRun, augment_images, fit
 from hpo.train.lr_find import lr_find
-from hpo.train.model_file import load_model
+from hpo.train.model_file import load_model, model_payload
 
 TIMING = ("epoch_time_s", "train_time_s", "latency_us")
 
@@ -148,7 +148,7 @@ def test_restoring_another_trials_state_applies_this_trials_lr_and_weight_decay(
 
 def test_exported_model_takes_raw_features_and_matches_the_trained_one(tmp_path):
     run, _ = fit({"dataset": "wine", "epochs": 3, "hidden": 16})
-    torch.save(_payload(run), tmp_path / "model.pt")
+    torch.save(model_payload(run), tmp_path / "model.pt")
     files = export_model(tmp_path / "model.pt", tmp_path / "out")
     assert sorted(p.name for p in files) == ["config.json", "model.pt", "model.pt2"]
     from sklearn.datasets import load_wine

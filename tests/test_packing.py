@@ -199,7 +199,7 @@ def test_packed_search_keeps_every_configuration_a_trial_and_an_mlflow_run(in_tm
     assert sorted((t.config["lr"], t.config["hidden"]) for t in results.trials) == sorted(
         (lr, h) for lr in (0.01, 0.03, 0.1) for h in (8, 16, 32, 64))
     assert all(t.steps == 3 and "val_accuracy" in t.metrics for t in results.trials)
-    assert results.best_model_info and results.test_metrics  # the best packed trial, retrained and tested
+    assert results.best_model_info and results.test_metrics  # the best packed trial's own model, tested
     # logging the best model leaves MLflow's URI as it was: the next search in this process
     # goes to its own store
     assert os.environ.get("MLFLOW_TRACKING_URI") == env_before

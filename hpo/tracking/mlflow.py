@@ -21,13 +21,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
-from hpo._compat.mlflow import end_run
+from hpo._compat.mlflow import dispose_sqlite_engines, end_run
 from hpo._trials import error_text, status_text
 from hpo.config import mask_url
 from hpo.errors import is_disk_full
@@ -83,9 +84,38 @@ def sqlite_init_lock(uri: str) -> Iterator[None]:
     fd = os.open(f"{path}.hpo-lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _create_sqlite_store(path)
         yield
     finally:
         os.close(fd)
+
+
+def _create_sqlite_store(path: str) -> None:
+    """Create a new SQLite store in a temporary file beside ``path`` and rename it into place:
+    a process killed during MLflow's first-use migrations (seconds of CPU) otherwise leaves a
+    half-migrated file that MLflow never opens again ("table logged_models already exists")."""
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        return
+    import glob
+
+    from mlflow.tracking import MlflowClient
+
+    for left in glob.glob(glob.escape(path) + ".*.creating*"):  # a killed process's (we hold the lock)
+        os.unlink(left)
+    tmp = f"{path}.{os.getpid()}.creating"
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)
+        dispose_sqlite_engines(tmp)
+        os.replace(tmp, path)
+    finally:
+        for left in glob.glob(glob.escape(tmp) + "*"):  # it failed: the file and its journal
+            os.unlink(left)
+
+
+class _HandedOver(Exception):
+    """The search ended while the low-priority writer was writing a batch: it stops between two
+    requests and the end writes the whole batch again at normal priority (every write is
+    idempotent: what MLflow has already is skipped)."""
 
 
 class MlflowTracker(Callback):
@@ -102,9 +132,11 @@ class MlflowTracker(Callback):
         write_files: ``(results, directory, runs=)``: writes the files logged on the parent run at
             the end (leaderboard, plots); ``runs`` maps each trial to its child run (an
             :class:`~hpo.pages.Link` to its page on an http(s) server). Given by the caller, so
-            tracking imports no plotting.
+            tracking imports no plotting; its ``prepare()``, if it has one, is called by the writer
+            (at the lowest CPU priority) once the store is open.
         model_logger: ``(tracking_uri, parent_run_id, best_model_info, register_as) -> model URI``:
-            logs the best model (the caller's, so tracking imports no torch).
+            logs the best model (the caller's, so tracking imports no torch); its ``prepare(tracking_uri)``,
+            if it has one, is called once the store is open.
         parent_params: params and tags of the parent run (strategy, versions, ...).
         artifacts: file name -> text, logged on the parent run.
     """
@@ -159,10 +191,13 @@ class MlflowTracker(Callback):
         self._jumps: dict[str, list[str]] = {}  # trial id -> PBT step jumps ("2->7")
         self._nodes: dict[str, list[str]] = {}  # trial id -> the nodes it reported from, in order
         self._queue: queue.Queue[tuple[str, str, Any]] = queue.Queue()
+        self._pending: list[tuple[str, str, Any]] = []  # taken from the queue, not yet written
+        self._writing = threading.Lock()  # held while a batch is written: the end takes it from the writer
         self._stop = threading.Event()
         self._go = threading.Event()  # the first result is in: time to connect (see start)
         self._thread: threading.Thread | None = None
         self._ending: threading.Thread | None = None  # end of the record, begun before finish (begin_finish)
+        self._opened = threading.Event()  # the parent run is open, or the end gave up on it
         self._trials_logged = False
         self.unlogged: list[str] = []  # trials not recorded because the server stayed down
         self.refused: list[str] = []  # runs with a batch the store refused outright
@@ -271,6 +306,10 @@ class MlflowTracker(Callback):
             self._log_batch(self.parent_run_id, params=flatten_params(self.parent_params))
             for name, text in self.artifacts.items():
                 self.client.log_text(self.parent_run_id, text, name)
+        prepare = getattr(self.model_logger, "prepare", None)
+        if prepare is not None and self.log_model:
+            prepare(self.tracking_uri)  # the model logger may open the store ahead of the search's end
+        self._opened.set()
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
@@ -354,39 +393,86 @@ class MlflowTracker(Callback):
     # -- background writer -------------------------------------------------------------------
 
     def _loop(self, connect_after_s: float = 0.0) -> None:
-        _lower_priority()
         self._go.wait(connect_after_s)
-        backoff = 1.0
-        pending: list[tuple[str, str, Any]] = []
-        while True:
-            stopping = self._stop.wait(self.flush_interval_s if self.parent_run_id else 0)
-            while True:
+        # Opening the store (importing MLflow; a new SQLite file's migrations: seconds of CPU) at
+        # normal priority: at the lowest, a busy machine starved it until the search ended, and
+        # the search's end waited for it. The writes then take what the trials leave over.
+        with self._writing:
+            if not self._stop.is_set():
                 try:
-                    pending.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                if self.parent_run_id is None or self.experiment_id is None:
                     self._connect()
                     self._open()
-                if self._parent_unsaved:
-                    self._save_parent_soon()
-                self._write(pending)
-                pending, backoff = [], 1.0
-            except Exception as exc:  # server down or slow: keep the events, retry with backoff
-                log.warning("MLflow at %s unavailable (%s); retrying in %.0f s", mask_url(self.tracking_uri),
-                            mask_url(str(exc).splitlines()[0])[:200], backoff)
-                if stopping and time.monotonic() > self._deadline:
-                    self.unlogged = sorted({tid for _, tid, _ in pending if tid})
+                except Exception as exc:  # retried by the writes below
+                    self._unavailable(exc, 0)
+        _lower_priority()
+        prepare = getattr(self.write_files, "prepare", None)
+        if prepare is not None and not self._stop.is_set():
+            try:
+                prepare()  # the end's files cost less (the caller's: tracking imports no plotting)
+            except Exception as exc:  # noqa: BLE001  (the end pays for it then)
+                log.debug("hpo: preparing the search's files failed: %s", exc)
+        self._writes(final=False)
+
+    def _unavailable(self, exc: Exception, backoff: float) -> None:
+        log.warning("MLflow at %s unavailable (%s); retrying in %.0f s", mask_url(self.tracking_uri),
+                    mask_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:200], backoff)
+
+    def _writes(self, final: bool) -> None:
+        """Write the queued events. During the search (``final`` False: the writer thread, at the
+        lowest CPU priority) a batch every flush window, until the search ends; what is left then
+        is written at the end (``final``: :meth:`_end_trials`, at normal priority, so a busy
+        machine cannot starve the search's last records), retrying a down server until the
+        deadline, then naming in ``unlogged`` the trials it could not record."""
+        backoff = 1.0
+        while True:
+            if not final and self._stop.wait(self.flush_interval_s if self.parent_run_id else 0):
+                return  # the search ended: the rest is written at normal priority
+            if final:  # the caller holds the writing lock
+                failure = self._write_pending(final)
+            else:
+                with self._writing:
+                    if self._stop.is_set():
+                        return
+                    try:
+                        failure = self._write_pending(final)
+                    except _HandedOver:
+                        return
+            if failure is None:
+                if final:
                     return
-                if stopping:
-                    time.sleep(backoff)
-                else:
-                    self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = 1.0
                 continue
-            if stopping:
+            self._unavailable(failure, backoff)  # the server is down or slow: keep the events, retry
+            if final and time.monotonic() > self._deadline:
+                self.unlogged = sorted({tid for _, tid, _ in self._pending if tid})
                 return
+            if final:
+                time.sleep(backoff)
+            else:
+                self._stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    def _write_pending(self, final: bool) -> Exception | None:
+        """One batch: everything queued so far (with what an earlier failure left); the failure, if
+        any. Not ``final``: raises :class:`_HandedOver` between two requests once the search ends."""
+        while True:
+            try:
+                self._pending.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            if self.parent_run_id is None or self.experiment_id is None:
+                self._connect()
+                self._open()
+            if self._parent_unsaved:
+                self._save_parent_soon()
+            self._write(self._pending, handover=not final)
+        except _HandedOver:
+            raise
+        except Exception as exc:
+            return exc
+        self._pending = []
+        return None
 
     def _child(self, trial_id: str) -> str:
         run_id = self._runs.get(trial_id)
@@ -405,8 +491,14 @@ class MlflowTracker(Callback):
             run_id = self._runs[trial_id] = run.info.run_id
         return run_id
 
-    def _write(self, events: list[tuple[str, str, Any]]) -> None:
-        """Write one flush window: per trial at most one create, one batch and one end request."""
+    def _write(self, events: list[tuple[str, str, Any]], handover: bool = False) -> None:
+        """Write one flush window: per trial at most one create, one batch and one end request.
+        With ``handover``, stop between two requests once the search ends (:class:`_HandedOver`)."""
+
+        def request_next() -> None:
+            if handover and self._stop.is_set():
+                raise _HandedOver
+
         params: dict[str, dict[str, str]] = {}
         metrics: dict[str, list[Any]] = {}
         tags: dict[str, dict[str, str]] = {}
@@ -418,6 +510,7 @@ class MlflowTracker(Callback):
                   for e in (self._reconciled_events(*payload) if kind == "reconcile" else [(kind, tid, payload)])]
         for kind, tid, payload in events:
             if kind == "start":
+                request_next()
                 self._child(tid)
                 self._config[tid] = payload[1]
                 flat = flatten_params(payload[1])
@@ -437,7 +530,8 @@ class MlflowTracker(Callback):
                     if self.hparam_schedule and prev and step > prev + 1:
                         # PBT: this trial continued from a better trial's later checkpoint.
                         jumps = self._jumps.setdefault(tid, [])
-                        jumps.append(f"{prev}->{step}")
+                        if f"{prev}->{step}" not in jumps:  # a batch written again (a retry, a handover)
+                            jumps.append(f"{prev}->{step}")
                         tags.setdefault(tid, {})["hpo.pbt.jumps"] = ",".join(jumps)
                     if self.hparam_schedule:
                         values.update({f"hp.{k}": float(v) for k, v in self._config.get(tid, {}).items()
@@ -472,12 +566,14 @@ class MlflowTracker(Callback):
             if rung is not None:  # the highest ASHA rung the trial was recorded at
                 tags[tid].update({"hpo.rung": str(rung[0]), "hpo.rung_epoch": str(rung[1])})
         for tid in params.keys() | metrics.keys() | tags.keys():
+            request_next()
             self._log_batch(self._child(tid), params=params.get(tid), metrics=metrics.get(tid), tags=tags.get(tid))
             if tid in params:
                 self._params.setdefault(tid, {}).update(params[tid])
             if tid in steps:
                 self._logged_step[tid] = steps[tid]  # only once written: a retry resends, never skips
         for tid, status in run_status.items():
+            request_next()
             end_run(self.client, self._child(tid), status)
             self._closed[tid] = tags[tid]["hpo.status"]
 
@@ -557,9 +653,21 @@ class MlflowTracker(Callback):
         self._ending.start()
 
     def _end_trials(self, results: Any) -> None:
-        assert self._thread is not None
-        self._thread.join(self.flush_timeout_s + 30)
-        if self._thread.is_alive() or self.unlogged or self.parent_run_id is None:
+        try:
+            self._end_record(results)
+        finally:
+            self._opened.set()  # a model waiting for the parent run waits no more
+
+    def _end_record(self, results: Any) -> None:
+        # The writer thread writes no more once it sees the stop; a batch it is writing finishes
+        # first. Not waiting for the thread itself: on a busy machine it may not run for seconds.
+        if not self._writing.acquire(timeout=self.flush_timeout_s + 30):
+            return
+        try:
+            self._writes(final=True)
+        finally:
+            self._writing.release()
+        if self.unlogged or self.parent_run_id is None:
             return
         parent = self.parent_run_id
         summary = results.summary()
@@ -606,25 +714,31 @@ class MlflowTracker(Callback):
         """Flush everything, record the search's outcome on the parent run and close it.
 
         Waits at most ``flush_timeout_s`` for a slow or absent server; what could not be written
-        is named in a warning.
+        is named in a warning. The best model is logged while the trials' last records, the
+        leaderboard and the plots are written (the model logger may do it in a process of its own).
         """
         if self._thread is None:
             return
         self.begin_finish(results)
         assert self._ending is not None
+        info: dict[str, Any] = getattr(results, "best_model_info", None) or {}
+        logs_model = bool(info) and self.log_model and self.model_logger is not None
+        model = self._log_model_soon(info) if logs_model else None
         self._ending.join(self.flush_timeout_s + 60)
-        if self._thread.is_alive() or self.unlogged or self.parent_run_id is None:
-            missing = self.unlogged or sorted({tid for _, tid, _ in list(self._queue.queue) if tid}) or ["the search"]
+        if self._ending.is_alive() or self.unlogged or self.parent_run_id is None:
+            waiting = [*self._pending, *list(self._queue.queue)]
+            missing = self.unlogged or sorted({tid for _, tid, _ in waiting if tid}) or ["the search"]
             log.warning("MLflow at %s did not record %s", mask_url(self.tracking_uri), ", ".join(missing))
+            self._settle(model)
             return
         if not self._trials_logged:
+            self._settle(model)
             return  # the summary could not be written: warned already
         parent = self.parent_run_id
         summary = {**results.summary(), "metric": results.metric}
         try:
             self.client.log_text(parent, json.dumps(summary, indent=2, default=str), "summary.json")
-            info = getattr(results, "best_model_info", None)
-            tested = (info or {}).get("test_metrics") or {}
+            tested = info.get("test_metrics") or {}
             if tested:  # the best trial's held-out test scores, on the search's run
                 from mlflow.entities import Metric
 
@@ -632,8 +746,11 @@ class MlflowTracker(Callback):
                 done = self.client.get_run(parent).data.metrics
                 self._log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in tested.items()
                                                  if done.get(k) != v and math.isfinite(v)])
-            if info and self.log_model and self.model_logger is not None:
-                info["mlflow_model_uri"] = uri = self.model_logger(self.tracking_uri, parent, info, self.register_model)
+            if logs_model:
+                assert model is not None
+                uri, logged = model.result()
+                info.update(logged)
+                info["mlflow_model_uri"] = uri
                 self._log_batch(parent, tags={"hpo.best_model_uri": uri,
                                               "hpo.best_trial_id": str(info.get("trial_id"))})
             if results.stop_reason:
@@ -641,3 +758,33 @@ class MlflowTracker(Callback):
             end_run(self.client, parent, "KILLED" if killed else "FAILED" if failed else "FINISHED")
         except Exception as exc:
             log.warning("MLflow could not record the search summary: %s", mask_url(str(exc)))
+
+    def _log_model_soon(self, info: dict[str, Any]) -> Future:
+        """The model logger's call, in a thread, once the parent run is open: (model URI, the
+        model's info as it updated it). It works on a copy of ``info``, which the records being
+        written meanwhile read."""
+        future: Future = Future()
+        assert self.model_logger is not None
+        logger = self.model_logger
+
+        def run() -> None:
+            copy = dict(info)
+            try:
+                self._opened.wait(self.flush_timeout_s + 60)
+                if self.parent_run_id is None:
+                    raise RuntimeError("the search's parent run could not be opened")
+                future.set_result((logger(self.tracking_uri, self.parent_run_id, copy, self.register_model), copy))
+            except BaseException as exc:  # raised where the result is asked for
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="hpo-mlflow-model", daemon=True).start()
+        return future
+
+    def _settle(self, model: Future | None) -> None:
+        """Wait for a model being logged whose search record could not be completed (its own
+        failure was warned about with the rest)."""
+        if model is not None:
+            try:
+                model.result(timeout=self.flush_timeout_s)
+            except Exception:  # noqa: BLE001, S110
+                pass

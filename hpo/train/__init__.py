@@ -10,18 +10,19 @@ from hpo.train.task import TaskConfig, validate_task
 
 
 def train(config: dict[str, Any], data: Any = None, threads: int = 1, task: dict[str, Any] | None = None,
-          plan: Any = None) -> None:
+          plan: Any = None, keep: Any = None) -> None:
     """Ray Tune function trainable for the built-in task (torch is imported on first call).
 
     ``task`` holds the experiment's fixed settings; the trial's sampled ``config`` overrides them.
+    ``keep`` (:class:`hpo.wire.KeepModels`) says where a trial that completes keeps its final model.
     """
     from hpo.wire import PACK_KEY
 
     if PACK_KEY in config:  # several configurations in one Ray trial (hpo.packing)
         from hpo.train.loop import train_pack
 
-        train_pack(config, task or {}, data, threads, plan)
+        train_pack(config, task or {}, data, threads, plan, keep)
     else:
         from hpo.train.loop import train as _train
 
-        _train({**(task or {}), **config}, data, threads, plan)
+        _train({**(task or {}), **config}, data, threads, plan, keep)

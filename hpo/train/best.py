@@ -1,11 +1,15 @@
-"""The best trial's model: rebuilt from its last checkpoint (or retrained), tested, exported, loaded.
+"""The best trial's model: the one the trial kept (or, failing that, rebuilt), tested, exported, loaded.
 
-At the end of a built-in search the best completed trial's model is recovered in a Ray task
-(so the driver never imports torch): from the trial's final checkpoint when it kept one,
-otherwise by retraining its config with the same seed and thread count, which reproduces
-the trial's model exactly on a CPU. It is scored once on the held-out test part and saved as
-``best_model/model.pt`` in the run directory. With cross-validation the model is refit on all
-development rows (train + validation) before testing.
+At the end of a built-in search the best completed trial's model is taken from the trial
+itself: a trial that completes its budget saves its final model and its scores on the held-out
+test part (:func:`hpo.train.loop.keep_final_model`, ``trial_models/`` in the run directory), so
+the end copies that file to ``best_model/model.pt`` and reports those scores — the model that
+was validated, tested once — with no Ray task, no torch import and no training in the driver.
+Only when that model is missing (a failed write, a search from before trials kept models) or
+belongs to another step, is the trial rebuilt in a Ray task, and a log line says so: from its
+final checkpoint when it kept one, otherwise by retraining its config with the same seed and
+thread count, which reproduces the trial's model exactly on a CPU. With cross-validation the
+best configuration is refit on all development rows (train + validation) before testing.
 
 ``model.pt`` is self-contained for :func:`hpo.train.model_file.load_model`: weights, the trial's config and the
 feature scaling, so the loaded module takes raw features. ``hpo export`` adds a
@@ -16,26 +20,26 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hpo.train.model_file import BEST_DIR, MODEL_FILE, load_payload, predictor
+from hpo.train.model_file import (
+    BEST_DIR,
+    MODEL_FILE,
+    TRIAL_MODELS,
+    load_payload,
+    model_payload,
+    predictor,
+    read_trial_scores,
+    trial_model_files,
+)
 
-
-def _payload(run: Any) -> dict[str, Any]:
-    t = run.trainers[0]
-    s = t.split
-    ds = run.ds
-    return {
-        "format": 1,
-        "state_dict": {k: v.detach().cpu() for k, v in t.model.state_dict().items()},
-        "config": run.config, "task": ds.task, "num_features": ds.num_features, "num_classes": ds.num_classes,
-        "image_shape": ds.image_shape, "x_mean": s.x_mean, "x_std": s.x_std, "y_mean": s.y_mean, "y_std": s.y_std,
-        "classes": ds.classes, "feature_names": ds.feature_names,
-        "example": np.array(s.x_test[:8] * s.x_std + s.x_mean, dtype=np.float32),  # raw rows for signatures
-    }
+log = logging.getLogger("hpo")
 
 
 def recover(config: dict[str, Any], data: Any, threads: int, checkpoint_dir: str | None) -> dict[str, Any]:
@@ -58,36 +62,76 @@ def recover(config: dict[str, Any], data: Any, threads: int, checkpoint_dir: str
         val = history[-1] if history else {}
     test = run.trainers[0].evaluate_test()
     buf = io.BytesIO()
-    torch.save(_payload(run), buf)
+    torch.save(model_payload(run), buf)
     return {"test": {f"test_{k}": v for k, v in test.items()}, "val": val, "source": source,
             "model": buf.getvalue(), "cross_validated": cv}
 
 
+def kept_model(run_dir: Path, trial: Any) -> tuple[Path, dict[str, Any]] | None:
+    """The model a trial kept at its end and its scores, when they are the trial's as recorded:
+    saved at the step it ended at, with the metrics it reported there. None otherwise."""
+    record = read_trial_scores(run_dir, trial.trial_id)
+    if record is None or record.get("step") != trial.steps:
+        return None
+    saved = record.get("metrics") or {}
+    if any(saved.get(k) != v for k, v in trial.metrics.items() if k.startswith("val_")):
+        return None  # another run of this trial (an earlier attempt) left it
+    return trial_model_files(run_dir, trial.trial_id)[0], record
+
+
 def recover_best(results: Any, task: dict[str, Any], data: Any, resources: dict[str, float],
                  run_dir: Path) -> dict[str, Any] | None:
-    """Recover the search's best trial in a Ray task; writes ``best_model/`` and returns its summary."""
-    import ray
-
+    """The search's best trial's model: writes ``best_model/`` and returns its summary (``source``:
+    ``trial`` when the trial's own saved model was taken, ``checkpoint`` or ``retrained`` when it
+    had to be rebuilt in a Ray task)."""
     best = results.best_trial
     if best is None:
         return None
     config = {**task, **best.config}
-    fn = ray.remote(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0))(recover)
-    out = ray.get(fn.remote(config, data, max(1, int(resources.get("cpu", 1))), best.checkpoint))
+    cv = int(config.get("cv_folds", 0)) >= 2
+    kept = None if cv else kept_model(run_dir, best)
     target = run_dir / BEST_DIR
     target.mkdir(parents=True, exist_ok=True)
     tmp = target / (MODEL_FILE + ".tmp")
-    tmp.write_bytes(out["model"])
-    tmp.replace(target / MODEL_FILE)
-    summary: dict[str, Any] = {"trial_id": best.trial_id, "source": out["source"], "test_metrics": out["test"],
-                               "cross_validated": out["cross_validated"], "path": str(target / MODEL_FILE)}
-    if out["source"] == "retrained" and not out["cross_validated"]:
-        # On a CPU the retrained model is the trial's own: same data, seed and threads.
-        summary["reproduced"] = all(
-            np.isclose(out["val"].get(k, np.nan), v, rtol=1e-6, atol=1e-9)
-            for k, v in best.metrics.items() if k.startswith("val_"))
+    if kept is not None:
+        shutil.copyfile(kept[0], tmp)
+        tmp.replace(target / MODEL_FILE)
+        summary: dict[str, Any] = {"trial_id": best.trial_id, "source": "trial",
+                                   "test_metrics": kept[1]["test_metrics"], "cross_validated": False,
+                                   "path": str(target / MODEL_FILE)}
+    else:
+        if not cv:
+            log.warning("hpo: the best trial %s kept no final model in %s: training it again", best.trial_id,
+                        run_dir / TRIAL_MODELS)
+        import ray
+
+        fn = ray.remote(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0))(recover)
+        out = ray.get(fn.remote(config, data, max(1, int(resources.get("cpu", 1))), best.checkpoint))
+        tmp.write_bytes(out["model"])
+        tmp.replace(target / MODEL_FILE)
+        summary = {"trial_id": best.trial_id, "source": out["source"], "test_metrics": out["test"],
+                   "cross_validated": out["cross_validated"], "path": str(target / MODEL_FILE)}
+        if out["source"] == "retrained" and not out["cross_validated"]:
+            # On a CPU the retrained model is the trial's own: same data, seed and threads.
+            summary["reproduced"] = all(
+                np.isclose(out["val"].get(k, np.nan), v, rtol=1e-6, atol=1e-9)
+                for k, v in best.metrics.items() if k.startswith("val_"))
     (target / "best.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def drop_other_models(run_dir: Path, keep: str | None) -> int:
+    """Delete every file in ``trial_models/`` but the final model of trial ``keep`` (the best) and its
+    scores: no other trial can become the best later (a resumed search's new trials keep their own).
+    Returns how many files went."""
+    spare = {p.name for p in trial_model_files(run_dir, keep)} if keep else set()
+    try:
+        entries = [e for e in os.scandir(Path(run_dir) / TRIAL_MODELS) if e.name not in spare]
+    except OSError:
+        return 0
+    for entry in entries:
+        Path(entry.path).unlink(missing_ok=True)
+    return len(entries)
 
 
 def export_model(model_file: Path, out_dir: Path) -> list[Path]:

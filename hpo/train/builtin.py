@@ -70,10 +70,11 @@ def report_plan(exp: Experiment) -> ReportPlan:
     return ReportPlan(frozenset(steps), exp.tracking.flush_interval_s / 2)  # live enough for the MLflow writer
 
 
-def trainable_of(exp: Experiment, fn: Callable[..., Any] | None, data: Any) -> Any:
-    """What Ray Tune runs per trial: the built-in task with its data (put in Ray's object store once)
-    and report plan, or the user's function (``fn``, else the experiment's import path), with the
-    trial's resources."""
+def trainable_of(exp: Experiment, fn: Callable[..., Any] | None, data: Any, run_dir: str | None = None) -> Any:
+    """What Ray Tune runs per trial: the built-in task with its data (put in Ray's object store once),
+    report plan and, given the search's ``run_dir``, where each completed trial keeps its final model
+    (unless ``task.test_best`` is false: no best model is kept then); or the user's function (``fn``,
+    else the experiment's import path); with the trial's resources."""
     from ray import tune
 
     resources: dict[str, float] = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
@@ -82,14 +83,16 @@ def trainable_of(exp: Experiment, fn: Callable[..., Any] | None, data: Any) -> A
         resources["memory"] = memory
     if exp.is_builtin:
         from hpo.train import train
+        from hpo.wire import KeepModels
 
         task = builtin_task(exp)
         # Split once here (every fold too), put in Ray's object store once, read by every trial on every node.
         data.splits(int(task.get("cv_folds", 0)))
         threads = max(1, int(exp.resources.cpu))
         run = memory_capped(train, memory) if memory is not None else train
+        keep = KeepModels(str(run_dir), exp.strategy.max_t) if run_dir and task.get("test_best", True) else None
         return tune.with_resources(tune.with_parameters(run, data=data, threads=threads, task=task,
-                                                        plan=report_plan(exp)), resources)
+                                                        plan=report_plan(exp), keep=keep), resources)
     if fn is None:
         from hpo._imports import import_callable
 

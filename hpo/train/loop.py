@@ -8,6 +8,8 @@ same thing in-process (refitting the best trial, benchmarks, the learning-rate f
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import tempfile
@@ -24,7 +26,7 @@ from hpo.train.data import Dataset, DataSpec, Split, load_dataset, matches
 from hpo.train.models import build_model
 from hpo.train.optim import Schedule, build_optimizer
 from hpo.train.task import TaskConfig
-from hpo.wire import ReportPlan
+from hpo.wire import KeepModels, ReportPlan
 
 _REGRESSION_LOSSES: dict[str, Any] = {
     "mse": nn.functional.mse_loss, "mae": nn.functional.l1_loss, "huber": nn.functional.huber_loss,
@@ -338,7 +340,7 @@ def fit(config: dict[str, Any], data: Dataset | None = None, threads: int | None
 
 
 def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1,
-          plan: ReportPlan | None = None) -> None:
+          plan: ReportPlan | None = None, keep: KeepModels | None = None) -> None:
     """Ray Tune function trainable for the built-in task: reports metrics every epoch.
 
     Reports ``train_loss``, ``val_loss``, the task's validation metrics, ``epoch_time_s``,
@@ -346,19 +348,25 @@ def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1,
     loss ends the trial with ``diverged = 1``. Resumes from the trial's last checkpoint when
     there is one (a retry, a resumed search, HyperBand, or PBT continuing another trial's model
     with this trial's mutated learning rate and weight decay). ``plan`` says which epochs the
-    scheduler decides at: the epochs in between travel with the next report.
+    scheduler decides at: the epochs in between travel with the next report. With ``keep``, a
+    trial that completes its budget saves its final model first (:func:`keep_final_model`).
     """
     from hpo.session import Reporter
 
+    trial_id = None
+    if keep is not None:
+        from ray import tune
+
+        trial_id = tune.get_context().get_trial_id()
     report = Reporter(plan)
     try:
-        _train_one(config, data, threads, report)
+        _train_one(config, data, threads, report, keep, trial_id)
     finally:
         report.flush()  # the epochs since the last report, also when training raised
 
 
 def train_pack(config: dict[str, Any], task: dict[str, Any], data: Dataset | None = None, threads: int = 1,
-               plan: ReportPlan | None = None) -> None:
+               plan: ReportPlan | None = None, keep: KeepModels | None = None) -> None:
     """A packed Ray trial (:mod:`hpo.packing`): its trials one after another, their steps tagged
     with their own ids. A trial that raises is reported as failed and the next one starts."""
     from hpo.session import Reporter
@@ -371,14 +379,47 @@ def train_pack(config: dict[str, Any], task: dict[str, Any], data: Dataset | Non
         for i, (sid, sub) in enumerate(todo):
             report.begin(sid, final=i == len(todo) - 1)
             try:
-                _train_one({**task, **sub}, data, threads, report)
+                _train_one({**task, **sub}, data, threads, report, keep, sid)
             except Exception as exc:  # noqa: BLE001  (one configuration's failure is its own)
                 report.fail(f"{type(exc).__name__}: {exc}"[:500])
     finally:
         report.flush()
 
 
-def _train_one(config: dict[str, Any], data: Dataset | None, threads: int, report: Any) -> TaskRun:
+def keep_final_model(run: TaskRun, run_dir: str, trial_id: str, metrics: dict[str, Any]) -> bool:
+    """Save a trial's final model where the search's end finds it (``trial_models/<trial id>.pt``,
+    :func:`hpo.train.model_file.trial_model_files`), with the step, the metrics it reports there
+    and its scores on the test part (``<trial id>.json``, written last): the best trial's model is
+    then loaded, not trained again. Each file is written to a temporary name and renamed into
+    place. A write that fails (a full or read-only disk) is logged and the trial goes on: the
+    search's end retrains that trial if it is the best. Returns whether both files were written."""
+    from hpo.train.model_file import model_payload, trial_model_files
+
+    if len(run.trainers) != 1:  # cross-validation: the best configuration is refit on all rows instead
+        return False
+    model_path, scores_path = trial_model_files(run_dir, trial_id)
+    tmp = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (model_path, scores_path)]
+    try:
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        test = run.trainers[0].evaluate_test()
+        torch.save(model_payload(run), tmp[0])
+        os.replace(tmp[0], model_path)
+        record = {"trial_id": trial_id, "step": run.epoch,
+                  "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                  "test_metrics": {f"test_{k}": v for k, v in test.items()}}
+        tmp[1].write_text(json.dumps(record))
+        os.replace(tmp[1], scores_path)
+        return True
+    except OSError as exc:
+        for p in tmp:
+            p.unlink(missing_ok=True)
+        logging.getLogger("hpo").warning("hpo: trial %s: its final model was not saved in %s (%s); if it is the "
+                                         "best, the search's end trains it again", trial_id, model_path.parent, exc)
+        return False
+
+
+def _train_one(config: dict[str, Any], data: Dataset | None, threads: int, report: Any,
+               keep: KeepModels | None = None, trial_id: str | None = None) -> TaskRun:
     from ray import tune
 
     from hpo.train.model_file import load_payload
@@ -391,6 +432,9 @@ def _train_one(config: dict[str, Any], data: Dataset | None, threads: int, repor
     freq = run.cfg.checkpoint_freq
     for metrics in run.epochs():
         last = run.epoch == run.cfg.epochs or "diverged" in metrics or "early_stopped" in metrics
+        if keep is not None and trial_id and "diverged" not in metrics and (last or run.epoch == keep.max_t):
+            # Before the report: a scheduler may stop the trial's worker once it has its last result.
+            keep_final_model(run, keep.run_dir, trial_id, metrics)
         if freq and (run.epoch % freq == 0 or last) and "diverged" not in metrics:
             with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
                 torch.save(run.state_dict(), os.path.join(tmp, "state.pt"))

@@ -1,19 +1,23 @@
-"""The best model's file (``best_model/model.pt``): loading it safely, as a module taking raw
-features, and logging it to MLflow.
+"""The built-in task's model files: each completed trial's final model
+(``trial_models/<trial id>.pt``, with its scores in ``<trial id>.json``) and the search's best
+model (``best_model/model.pt``); loading them safely, as a module taking raw features, and
+logging the best one to MLflow.
 
-The file holds the weights, the trial's config and the feature scaling, nothing that runs code:
-:func:`load_payload` unpickles it with ``torch.load(weights_only=True)``, allowing numpy's array
-reconstruction and nothing else.
+A model file holds the weights, the trial's config and the feature scaling, nothing that runs
+code: :func:`load_payload` unpickles it with ``torch.load(weights_only=True)``, allowing numpy's
+array reconstruction and nothing else.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BEST_DIR", "MODEL_FILE", "load_model", "load_payload", "log_to_mlflow", "predictor"]
+__all__ = ["BEST_DIR", "MODEL_FILE", "TRIAL_MODELS", "load_model", "load_payload", "log_to_mlflow", "model_payload",
+           "predictor", "read_trial_scores", "trial_model_files"]
 
 # numpy arrays and scalars in hpo's own files (numpy 1 and 2 spell the module differently)
 _ALLOWED = frozenset({"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
@@ -44,6 +48,48 @@ def load_payload(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any
 
 BEST_DIR = "best_model"
 MODEL_FILE = "model.pt"
+TRIAL_MODELS = "trial_models"  # in the run directory: each completed trial's final model
+
+
+def trial_model_files(run_dir: str | os.PathLike[str], trial_id: str) -> tuple[Path, Path]:
+    """Where a trial keeps its final model: ``<run dir>/trial_models/<trial id>.pt``, and beside it
+    ``<trial id>.json`` (the step it was saved at, the metrics the trial reported there, and its
+    scores on the test part), written last: a trial with both files has its model complete.
+
+    Example:
+        >>> [p.name for p in trial_model_files("/runs/quickstart-20261122-101500", "1f4cd678.3")]
+        ['1f4cd678.3.pt', '1f4cd678.3.json']
+    """
+    base = Path(run_dir) / TRIAL_MODELS
+    return base / f"{trial_id}.pt", base / f"{trial_id}.json"
+
+
+def read_trial_scores(run_dir: str | os.PathLike[str], trial_id: str) -> dict[str, Any] | None:
+    """The ``<trial id>.json`` of a trial whose final model is complete on disk, else None."""
+    model, scores = trial_model_files(run_dir, trial_id)
+    try:
+        record = json.loads(scores.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and model.is_file() else None
+
+
+def model_payload(run: Any) -> dict[str, Any]:
+    """What a model file holds for a :class:`~hpo.train.loop.TaskRun`'s (first) model: its weights,
+    the trial's config, the data's shape and feature scaling, and a few raw rows for signatures."""
+    import numpy as np
+
+    t = run.trainers[0]
+    s = t.split
+    ds = run.ds
+    return {
+        "format": 1,
+        "state_dict": {k: v.detach().cpu() for k, v in t.model.state_dict().items()},
+        "config": run.config, "task": ds.task, "num_features": ds.num_features, "num_classes": ds.num_classes,
+        "image_shape": ds.image_shape, "x_mean": s.x_mean, "x_std": s.x_std, "y_mean": s.y_mean, "y_std": s.y_std,
+        "classes": ds.classes, "feature_names": ds.feature_names,
+        "example": np.array(s.x_test[:8] * s.x_std + s.x_mean, dtype=np.float32),  # raw rows for signatures
+    }
 
 
 def predictor(payload: dict[str, Any]) -> Any:

@@ -140,3 +140,74 @@ def test_another_tracking_store_gets_a_parent_run_of_its_own(tmp_path: Path, uri
     assert state["tracking_uri"] == uri and state["parent_run_id"] == home.parent_run_id  # resume stays home
     assert set(state["mlflow"]) == {uri, other_uri}
     assert _tracker(run_dir, other_uri).parent_run_id == other.parent_run_id  # a second sync reuses it
+
+
+def _events(t: MlflowTracker, tid: str, steps: int) -> None:
+    trial = FakeTrial(tid, "TERMINATED", {"loss": 1.0 / steps, STEP_KEY: steps})
+    t.on_trial_start(1, [], trial)
+    for s in range(1, steps + 1):
+        t.on_trial_result(1, [], trial, {"loss": 1.0 / s, STEP_KEY: s})
+    t.on_trial_complete(1, [], trial)
+
+
+def _results(run_dir: Path) -> Any:
+    from hpo.results import Results
+
+    return Results("records", ["loss"], ["min"], [], str(run_dir))
+
+
+def test_the_end_writes_what_a_starved_writer_left_without_waiting_for_it(tmp_path: Path, uri: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    import hpo.tracking.mlflow as tracking
+
+    starved = threading.Event()  # the writer, at the lowest priority on a busy machine, never runs again
+    monkeypatch.setattr(tracking, "_lower_priority", lambda: starved.wait(60))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_json(run_dir / STATE_FILE, {"experiment": {}})
+    t = MlflowTracker(uri, "records", run_dir.name, str(run_dir / STATE_FILE), TrialOutcomes(), metrics=["loss"],
+                      flush_timeout_s=20)
+    t.start(connect_after_s=0)
+    assert t._opened.wait(30)  # the store is opened at normal priority
+    for tid in ("a", "b"):
+        _events(t, tid, 3)
+    begun = time.monotonic()
+    t.finish(_results(run_dir))
+    assert time.monotonic() - begun < 15  # not the writer thread's join timeout (flush_timeout_s + 30)
+    starved.set()
+    children = _children(t)
+    assert {tid: _steps(t, r) for tid, r in children.items()} == {"a": [1, 2, 3], "b": [1, 2, 3]}
+    assert {r.info.status for r in children.values()} == {"FINISHED"}
+    assert t.client.get_run(t.parent_run_id).info.status == "FINISHED"
+
+
+def test_a_batch_the_writer_was_writing_when_the_search_ended_is_written_once(tmp_path: Path, uri: str) -> None:
+    import threading
+
+    t = _tracker(tmp_path / "run", uri)
+    real = t.client.log_batch
+    writing = threading.Event()
+    by_writer = []
+
+    def slow_batch(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "hpo-mlflow":
+            by_writer.append(args)
+            if not writing.is_set():
+                writing.set()
+                t._stop.wait(30)  # the search ends during this request
+        return real(*args, **kwargs)
+
+    t.client.log_batch = slow_batch  # type: ignore[method-assign]
+    for tid in ("a", "b", "c"):
+        _events(t, tid, 2)
+    t.start(connect_after_s=0)
+    t._go.set()
+    assert writing.wait(30)
+    t.finish(_results(tmp_path / "run"))  # the writer stops after its request; the end writes the batch again
+    assert len(by_writer) == 1  # the low-priority writer sent no request after the search ended
+    children = _children(t)
+    assert {tid: _steps(t, r) for tid, r in children.items()} == {"a": [1, 2], "b": [1, 2], "c": [1, 2]}
+    assert {r.info.status for r in children.values()} == {"FINISHED"}

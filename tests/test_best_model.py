@@ -1,0 +1,190 @@
+"""The best model at a search's end: the best trial's own final model, kept by the trial and
+loaded (not retrained), with the test scores the trial measured on those very weights; retrained
+only when it is missing, and the log says so; logged to MLflow by a helper process, loadable."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import hpo
+from hpo.champion import scores_of
+from hpo.results import Results, TrialRecord
+from hpo.train.best import drop_other_models, recover_best
+from hpo.train.loop import fit, keep_final_model
+from hpo.train.model_file import load_model, model_payload, read_trial_scores, trial_model_files
+from hpo.train.model_logger import ModelLogger
+from tests.conftest import _env
+
+TASK = {"dataset": "wine", "epochs": 3}
+
+
+def _trained(**config: Any) -> tuple[Any, dict[str, Any]]:
+    run, history = fit({**TASK, "hidden": 16, **config}, threads=1)
+    return run, history[-1]
+
+
+def _record(trial_id: str, last: dict[str, Any], **config: Any) -> TrialRecord:
+    metrics = {k: float(v) for k, v in last.items() if isinstance(v, (int, float))}
+    return TrialRecord(trial_id, {"hidden": 16, **config}, metrics, "completed", steps=3)
+
+
+class _FakeRay:
+    """Stands in for ``ray`` in recover_best: counts the Ray tasks asked for and runs them here."""
+
+    def __init__(self) -> None:
+        self.tasks = 0
+
+    def remote(self, **resources: Any) -> Any:
+        fake = self
+
+        def wrap(fn: Any) -> Any:
+            class Remote:
+                def remote(self, *args: Any) -> Any:
+                    fake.tasks += 1
+                    return fn(*args)
+
+            return Remote()
+
+        return wrap
+
+    def get(self, value: Any) -> Any:
+        return value
+
+
+def test_a_trial_keeps_its_final_model_with_the_test_scores_of_those_weights(tmp_path):
+    run, last = _trained()
+    assert keep_final_model(run, str(tmp_path), "t1.2", last)
+    record = read_trial_scores(tmp_path, "t1.2")
+    assert record is not None and record["step"] == 3 and record["metrics"]["val_accuracy"] == last["val_accuracy"]
+    model = load_model(trial_model_files(tmp_path, "t1.2")[0])
+    # The kept file, loaded and scored by the champion's code, scores what the trial measured.
+    assert scores_of(model, run.ds) == pytest.approx(record["test_metrics"], abs=1e-6)
+    assert sorted(os.listdir(tmp_path / "trial_models")) == ["t1.2.json", "t1.2.pt"]  # no temporary file left
+
+
+def test_the_best_trial_is_loaded_not_retrained_when_it_kept_its_model(tmp_path, monkeypatch):
+    run, last = _trained()
+    other, other_last = _trained(lr=0.3)
+    keep_final_model(run, str(tmp_path), "best", last)
+    keep_final_model(other, str(tmp_path), "other", other_last)
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    worse = {**other_last, "val_accuracy": -1.0}
+    results = Results("s", ["val_accuracy"], ["max"], [_record("best", last), _record("other", worse, lr=0.3)],
+                      str(tmp_path))
+    info = recover_best(results, TASK, run.ds, {"cpu": 1}, tmp_path)
+    assert info is not None and info["source"] == "trial" and fake.tasks == 0  # no Ray task, no training
+    assert info["test_metrics"] == json.loads((tmp_path / "trial_models" / "best.json").read_text())["test_metrics"]
+    assert Path(info["path"]).read_bytes() == (tmp_path / "trial_models" / "best.pt").read_bytes()
+    assert json.loads((tmp_path / "best_model" / "best.json").read_text())["source"] == "trial"
+    assert drop_other_models(tmp_path, "best") == 2
+    assert sorted(os.listdir(tmp_path / "trial_models")) == ["best.json", "best.pt"]
+
+
+@pytest.mark.parametrize("defect", ["missing", "saved at another step", "another attempt's"])
+def test_a_best_trial_without_its_own_model_is_retrained_and_the_log_says_so(tmp_path, monkeypatch, caplog, defect):
+    run, last = _trained()
+    if defect != "missing":
+        keep_final_model(run, str(tmp_path), "best", last)
+        scores = tmp_path / "trial_models" / "best.json"
+        record = json.loads(scores.read_text())
+        if defect == "saved at another step":
+            record["step"] = 2
+        else:
+            record["metrics"]["val_loss"] += 0.5
+        scores.write_text(json.dumps(record))
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    results = Results("s", ["val_accuracy"], ["max"], [_record("best", last)], str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="hpo"):
+        info = recover_best(results, TASK, run.ds, {"cpu": 1}, tmp_path)
+    assert info is not None and info["source"] == "retrained" and fake.tasks == 1
+    assert info["reproduced"] is True  # the same model again: same data, seed and threads on a CPU
+    assert "the best trial best kept no final model" in caplog.text and "training it again" in caplog.text
+
+
+def test_the_model_logger_logs_a_model_mlflow_loads_through_its_helper_or_without_it(tmp_path, caplog):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    run, _ = _trained()
+    path = tmp_path / "model.pt"
+    torch.save(model_payload(run), path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    parent = client.create_run(client.create_experiment("e")).info.run_id
+    raw = torch.as_tensor(run.ds.x_test, dtype=torch.float32)
+    expected = load_model(path)(raw)
+    for helper in ("answers", "died"):
+        logger = ModelLogger()
+        logger.prepare(uri)  # what the tracker calls once the store is open: the helper starts
+        assert logger._proc is not None
+        if helper == "died":
+            logger._proc.kill()  # type: ignore[union-attr]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hpo"):
+            model_uri = logger(uri, parent, {"path": str(path), "trial_id": "t"}, None)
+        assert ("ended without an answer" in caplog.text) == (helper == "died")
+        mlflow.set_tracking_uri(uri)
+        try:
+            loaded = mlflow.pytorch.load_model(model_uri)
+        finally:
+            mlflow.set_tracking_uri(None)
+        torch.testing.assert_close(loaded(raw), expected)
+
+
+def test_the_command_exits_with_its_code_after_every_other_exit_handler(tmp_path):
+    # the command leaves without the interpreter's teardown: handlers registered while it ran
+    # (Ray's, MLflow's) still run, and the exit code and the output are the command's
+    code = ("import atexit, sys\n"
+            "import hpo.cli as cli\n"
+            "def command(argv):\n"
+            "    atexit.register(lambda: print('handler ran', flush=True))\n"
+            "    print('output', end='')\n"
+            "    return 4\n"
+            "cli._main = command\n"
+            "sys.exit(cli.main())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=_env(),
+                          timeout=60)
+    assert proc.returncode == 4 and proc.stdout == "outputhandler ran\n", proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("pack", "tracked"), [(3, False), (1, True)])
+def test_the_best_model_is_the_best_trials_own_and_scores_as_the_trial_did(in_tmp, ray_address, pack, tracked):
+    from hpo.train.data import DataSpec, load_dataset
+
+    results = hpo.run(name=f"keep-{pack}", task=TASK, space={"lr": hpo.Grid([0.003, 0.01, 0.03]),
+                                                              "hidden": hpo.Grid([8, 16])},
+                      metric="val_accuracy", mode="max", strategy="grid", pack=pack, max_concurrent=2,
+                      address=ray_address, tracking={"enabled": tracked})
+    best = results.best_trial
+    info = results.best_model_info
+    assert best is not None and info is not None and results.count("completed") == 6
+    assert ("." in best.trial_id) == (pack > 1)  # packed: each configuration is a trial of its own
+    assert info["source"] == "trial" and "reproduced" not in info  # taken from the trial, not retrained
+    ds = load_dataset(DataSpec.from_config(TASK))
+    # The file the search kept for the best trial scores, loaded here, what that trial measured
+    assert scores_of(load_model(info["path"]), ds) == pytest.approx(results.test_metrics, abs=1e-6)
+    kept = sorted(os.listdir(Path(results.storage_path) / "trial_models"))
+    assert kept == [f"{best.trial_id}.json", f"{best.trial_id}.pt"]  # the others' went at the end
+    if tracked:
+        import mlflow
+
+        mlflow.set_tracking_uri(f"sqlite:///{in_tmp / 'mlflow.db'}")
+        try:
+            logged = mlflow.pytorch.load_model(info["mlflow_model_uri"])
+        finally:
+            mlflow.set_tracking_uri(None)
+        raw = torch.as_tensor(ds.x_test, dtype=torch.float32)
+        torch.testing.assert_close(logged(raw), load_model(info["path"])(raw))
+
