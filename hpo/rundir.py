@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpo.disk_space import notify
+from hpo.disk_space import RESERVE_FILE, notify
 from hpo.errors import HpoConfigError, is_disk_full
 
 __all__ = ["NIGHT_FILE", "OUTCOMES_FILE", "OWN_FILES", "STATE_FILE", "TRIALS_FILE", "find_run_dir", "has_ray_state",
@@ -45,7 +45,7 @@ NIGHT_FILE = "night.json"  # hpo nightly: the night's lineage and fingerprint, t
 # the disk reserve (hpo.disk_space), the best model (hpo.train.best), each completed trial's final
 # model (trial_models/, written by the trials: hpo.train.model_file), a failed start set aside.
 OWN_FILES = (STATE_FILE, TRIALS_FILE, OUTCOMES_FILE, NIGHT_FILE, "optuna.journal*", ".optuna.journal.*",
-             ".hpo-reserve", "best_model", "trial_models", ".abandoned-*", ".*.tmp")
+             RESERVE_FILE, "best_model", "trial_models", ".abandoned-*", ".*.tmp")
 _STAMP = r"\d{8}-\d{6}(?:\.\d+)?"
 _DATE = r"\d{4}-\d{2}-\d{2}"
 
