@@ -56,8 +56,9 @@ def test_two_searches_share_one_sqlite_store_and_one_storage_path(tmp_path, ray_
             "strategy": {"searcher": "tpe", "seed": 1}, "max_concurrent": 1,
             "tracking": {"tracking_uri": f"sqlite:///{db}", "flush_interval_s": 0.2}}))
         procs.append((name, n, start_hpo(tmp_path, "run", str(exp), "--address", ray_address, "--json")))
-    for name, n, proc in procs:
-        out, err = proc.communicate(timeout=300)
+    # both must have ended before either is checked: check_records finds no run still RUNNING in the store
+    ended = [(name, n, proc, *proc.communicate(timeout=300)) for name, n, proc in procs]
+    for name, n, proc, out, err in ended:
         assert proc.returncode == 0, err[-3000:]
         assert "database is locked" not in err
         summary = json.loads(out.strip().splitlines()[-1])
