@@ -47,6 +47,8 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cpu_share import ProcessCpu
+
 LRS = [round(1e-3 * (30 ** (i / 7)), 6) for i in range(8)]
 HIDDEN = [32, 64, 96, 128]
 DEPTH = [1, 2]
@@ -287,7 +289,8 @@ def run_way(way: str, spec: dict[str, Any], ideal: list[float] | None = None) ->
     work = tempfile.mkdtemp(prefix=f"hpo-bench-overhead-{way}-")
     t0 = time.time()
     proc = _spawn(way, {**spec, "work": work})
-    stdout, stderr = proc.communicate()
+    with ProcessCpu(proc.pid) as cpu:
+        stdout, stderr = proc.communicate()
     wall = time.time() - t0
     shutil.rmtree(work, ignore_errors=True)
     if proc.returncode != 0:
@@ -311,6 +314,8 @@ def run_way(way: str, spec: dict[str, Any], ideal: list[float] | None = None) ->
         # completion times, for the plot
         "done_at_s": sorted(round(r["t_end"] - t0, 3) for r in recs),
         "own_s": [round(x, 4) for x in own],
+        # CPU seconds by process role over the whole command (/proc samples): where the cores went
+        "cpu_by_role_s": cpu.by_role(),
     }
 
 
@@ -343,6 +348,23 @@ def _table(title: str, rows: list[dict[str, Any]]) -> None:
               f"{r['efficiency']:>6.3f} {r['vs_ideal'] or float('nan'):>7.3f} {r['end_to_end_efficiency']:>8.3f} "
               f"{r['startup_s']:>10.2f} "
               f"{1000 * r['cost_per_trial_s']:>13.1f}")
+
+
+def _cpu_table(rows: list[dict[str, Any]]) -> None:
+    """CPU seconds by process role, one column per way: where the two cores went."""
+    roles: list[str] = []
+    for r in rows:
+        roles += [k for k in r.get("cpu_by_role_s", {}) if k not in roles]
+    if not roles:
+        return
+    print("CPU seconds by process (whole command; the trials' own time beside it)")
+    print(f"{'':<28}" + "".join(f"{'(' + r['way'] + ')':>9}" for r in rows))
+    for role in roles:
+        print(f"{role:<28}" + "".join(f"{r['cpu_by_role_s'].get(role, 0.0):>9.1f}" for r in rows))
+    print(f"{'all processes':<28}" + "".join(f"{sum(r['cpu_by_role_s'].values()):>9.1f}" for r in rows))
+    print(f"{'trials own time (wall)':<28}" + "".join(f"{r['own_sum_s']:>9.1f}" for r in rows))
+    print(f"{'command wall x cores':<28}" + "".join(f"{r['command_wall_s'] * (os.cpu_count() or 1):>9.1f}"
+                                                   for r in rows))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -390,6 +412,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "one_second": one_second,
     }
     _table(f"Workload 1: {out['workload']}", digits)
+    _cpu_table(digits)
     if one_second:
         _table(f"Workload 2: {n_sleep} trials x 1 s (sleep), {WORKERS} workers", one_second)
     print(f"What hpo does: {HPO_DOES}")

@@ -71,6 +71,7 @@ def _env() -> dict[str, str]:
     # Ray's workers on every node import this module's trainable by reference.
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["RAY_AUTH_MODE"] = "disabled"
+    env.setdefault("RAY_worker_niceness", "0")  # trials at normal priority, as cluster/*.yaml start nodes
     return env
 
 

@@ -20,6 +20,12 @@ __all__ = ["RaySession", "check_cluster", "check_reachable", "check_resources_fi
            "ray_session", "runtime_env_of", "tune_settings"]
 
 SHARED_STORAGE_ENV = "HPO_SHARED_STORAGE"
+# Ray starts its worker processes at nice 15 by default, so that its own daemons stay responsive.
+# For a search that puts every trial below the driver's threads and helpers of normal priority (its
+# Tune loop, the MLflow store's first opening): on a machine whose cores the trials fill, those took
+# a third of the trials' CPU (trials ran 1.8x their in-process time, benchmarks/overhead.py). hpo's
+# own background work runs at nice 19 instead; the trials run at the priority of any other program.
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
 
 
 class RaySession:
@@ -67,6 +73,9 @@ def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None) 
                                  "Drop one of them: the job's working directory already reaches every worker.")
     if not ray.is_initialized():
         check_reachable(address)
+        # read by the raylet this call starts (a joined cluster keeps what its `ray start` had);
+        # a user's own setting stands
+        os.environ.setdefault(WORKER_NICENESS_ENV, "0")
         ray.init(
             address=address,
             include_dashboard=False,

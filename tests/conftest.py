@@ -27,6 +27,7 @@ def _env() -> dict[str, str]:
     # Worker processes import test trainables (tests.*) by reference, like a user's own module.
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["RAY_AUTH_MODE"] = "disabled"
+    env.setdefault("RAY_worker_niceness", "0")  # trials at normal priority, as cluster/*.yaml start nodes
     return env
 
 
