@@ -73,6 +73,7 @@ class ProcessCpu:
         self.root, self.interval = root, interval
         self.last: dict[int, float] = {}  # pid -> CPU seconds at its last sample
         self.spent: dict[str, float] = {}  # role -> CPU seconds, each sample's delta under the role it had then
+        self.timeline: list[tuple[float, str, float]] = []  # (sample time, role, CPU seconds since the last)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.t0 = self.t1 = time.time()
@@ -90,6 +91,7 @@ class ProcessCpu:
         self.t1 = time.time()
 
     def _sample(self) -> None:
+        now = time.time()
         parents: dict[int, int] = {}
         cpu: dict[int, float] = {}
         for entry in os.scandir("/proc"):
@@ -109,6 +111,8 @@ class ProcessCpu:
             # a Ray worker changes its title (ray::IDLE -> ray::ImplicitFunc): the role of each sample
             role = _role(_cmdline(pid), pid == self.root)
             self.spent[role] = self.spent.get(role, 0.0) + cpu[pid] - self.last.get(pid, 0.0)
+            if cpu[pid] > self.last.get(pid, 0.0):
+                self.timeline.append((now, role, cpu[pid] - self.last.get(pid, 0.0)))
             self.last[pid] = cpu[pid]
 
     def _run(self) -> None:
@@ -116,6 +120,14 @@ class ProcessCpu:
             self._sample()
             self._stop.wait(self.interval)
 
-    def by_role(self) -> dict[str, float]:
-        """CPU seconds per role, largest first."""
-        return {k: round(v, 2) for k, v in sorted(self.spent.items(), key=lambda kv: -kv[1])}
+    def by_role(self, start: float | None = None, end: float | None = None) -> dict[str, float]:
+        """CPU seconds per role, largest first: all of them, or those of the samples taken
+        between ``start`` and ``end`` (wall-clock times; a sample covers the interval before it)."""
+        if start is None and end is None:
+            spent = self.spent
+        else:
+            spent = {}
+            for t, role, secs in self.timeline:
+                if (start is None or t > start) and (end is None or t <= end + self.interval):
+                    spent[role] = spent.get(role, 0.0) + secs
+        return {k: round(v, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}

@@ -316,6 +316,8 @@ def run_way(way: str, spec: dict[str, Any], ideal: list[float] | None = None) ->
         "own_s": [round(x, 4) for x in own],
         # CPU seconds by process role over the whole command (/proc samples): where the cores went
         "cpu_by_role_s": cpu.by_role(),
+        # the same from the first trial's start to the last trial's end: what the trials ran beside
+        "search_cpu_by_role_s": cpu.by_role(first_start, last_end),
     }
 
 
@@ -351,20 +353,24 @@ def _table(title: str, rows: list[dict[str, Any]]) -> None:
 
 
 def _cpu_table(rows: list[dict[str, Any]]) -> None:
-    """CPU seconds by process role, one column per way: where the two cores went."""
+    """CPU seconds by process role, one column per way and span: where the two cores went."""
+    spans = (("cpu_by_role_s", "command"), ("search_cpu_by_role_s", "search"))
     roles: list[str] = []
     for r in rows:
-        roles += [k for k in r.get("cpu_by_role_s", {}) if k not in roles]
+        for key, _ in spans:
+            roles += [k for k in r.get(key, {}) if k not in roles]
     if not roles:
         return
-    print("CPU seconds by process (whole command; the trials' own time beside it)")
-    print(f"{'':<28}" + "".join(f"{'(' + r['way'] + ')':>9}" for r in rows))
+    cols = [(r, key, label) for r in rows for key, label in spans if r.get(key)]
+    print("CPU seconds by process, over the whole command and over the search (first trial start to last end)")
+    print(f"{'':<26}" + "".join(f"{'(' + r['way'] + ') ' + label:>13}" for r, _, label in cols))
     for role in roles:
-        print(f"{role:<28}" + "".join(f"{r['cpu_by_role_s'].get(role, 0.0):>9.1f}" for r in rows))
-    print(f"{'all processes':<28}" + "".join(f"{sum(r['cpu_by_role_s'].values()):>9.1f}" for r in rows))
-    print(f"{'trials own time (wall)':<28}" + "".join(f"{r['own_sum_s']:>9.1f}" for r in rows))
-    print(f"{'command wall x cores':<28}" + "".join(f"{r['command_wall_s'] * (os.cpu_count() or 1):>9.1f}"
-                                                   for r in rows))
+        print(f"{role:<26}" + "".join(f"{r[key].get(role, 0.0):>13.1f}" for r, key, _ in cols))
+    print(f"{'all processes':<26}" + "".join(f"{sum(r[key].values()):>13.1f}" for r, key, _ in cols))
+    print(f"{'wall x cores':<26}" + "".join(
+        f"{(r['command_wall_s'] if label == 'command' else r['search_wall_s']) * (os.cpu_count() or 1):>13.1f}"
+        for r, _, label in cols))
+    print(f"{'trials own time (wall)':<26}" + "".join(f"{r['own_sum_s']:>13.1f}" for r, _, _ in cols))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

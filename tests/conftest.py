@@ -140,6 +140,20 @@ def start_hpo(cwd: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def read_until(proc: subprocess.Popen, text: str) -> str:
+    """Read ``proc``'s stderr (a :func:`start_hpo` process) up to the first line holding ``text``,
+    e.g. the progress line of a first completed trial; returns what it read. Fails if ``proc``
+    ends first. Files are no such signal: Ray copies ``result.json`` to the storage path only now
+    and then, on a fast machine not before most of a short search is done."""
+    seen = []
+    for line in proc.stderr:  # type: ignore[union-attr]
+        seen.append(line)
+        if text in line:
+            break
+    assert proc.poll() is None, f"exited before a line with {text!r}:\n{''.join(seen)[-3000:]}"
+    return "".join(seen)
+
+
 def wait_for(cond: Any, proc: subprocess.Popen, timeout: float = 180, what: str = "") -> None:
     """Poll ``cond()`` until true; fail if ``proc`` exits first (with its stderr) or on timeout."""
     import sqlite3

@@ -26,7 +26,7 @@ import hpo
 from hpo.results import Results, TrialRecord
 from hpo.rundir import TRIALS_FILE, find_run_dir, read_state, saved_records, trial_histories
 from hpo.wire import STEP_KEY
-from tests.conftest import hpo_cli, start_hpo, wait_for
+from tests.conftest import hpo_cli, read_until, start_hpo, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -214,11 +214,10 @@ def test_sigterm_on_a_packed_grid_search_exits_143_with_every_record_written(tmp
                           "strategy: grid\npack: 3\nmax_concurrent: 2\n")
     db = tmp_path / "mlflow.db"
     proc = start_hpo(tmp_path, "run", str(exp), "--address", ray_address)
-    runs = tmp_path / "hpo_results"
-    wait_for(lambda: any(p.stat().st_size for p in runs.glob("term-*/*/result.json")), proc,
-              what="a first result")
+    seen = read_until(proc, " completed ")  # a first trial completed
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
+    err = seen + err
     assert proc.returncode == 143, err[-3000:]
     run_dir = find_run_dir("term", str(tmp_path / "hpo_results"))
     statuses = check_records(run_dir, db, "val_accuracy", parent_status="KILLED")

@@ -29,6 +29,8 @@ from typing import Any
 from ray.tune import Callback
 
 from hpo._compat.mlflow import dispose_sqlite_engines, end_run
+from hpo._compat.mlflow_sql import RunWrite, new_run_id, sql_store, write_runs
+from hpo._compat.mlflow_sql import refused as refusal
 from hpo._trials import error_text, status_text
 from hpo.config import mask_url
 from hpo.errors import is_disk_full
@@ -41,6 +43,7 @@ log = logging.getLogger("hpo.tracking")
 
 TRIAL_TAG = "hpo.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
+WINDOW_TAG = "hpo.last_write"  # the parent run: the token of the last flush window written together
 TRIAL_VALUE, BEST_SO_FAR = "trial_value", "best_so_far"  # the parent run's optimization history
 _MAX_PARAMS, _MAX_METRICS = 100, 1000
 # a trial's terminal state -> its child run's MLflow status
@@ -92,24 +95,84 @@ def sqlite_init_lock(uri: str) -> Iterator[None]:
 
 def _create_sqlite_store(path: str) -> None:
     """Create a new SQLite store in a temporary file beside ``path`` and rename it into place:
-    a process killed during MLflow's first-use migrations (seconds of CPU) otherwise leaves a
-    half-migrated file that MLflow never opens again ("table logged_models already exists")."""
+    a process killed during MLflow's first-use migrations otherwise leaves a half-migrated file
+    that MLflow never opens again ("table logged_models already exists"). The migrations cost
+    1.5 s of CPU (beside the first trials, or before them): they run once per MLflow version into a
+    template in hpo's cache directory (:func:`_store_template`), and a new store is a copy of it."""
     if os.path.exists(path) and os.path.getsize(path) > 0:
         return
     import glob
-
-    from mlflow.tracking import MlflowClient
+    import shutil
 
     for left in glob.glob(glob.escape(path) + ".*.creating*"):  # a killed process's (we hold the lock)
         os.unlink(left)
     tmp = f"{path}.{os.getpid()}.creating"
     try:
-        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)
-        dispose_sqlite_engines(tmp)
+        template = _store_template()
+        if template is None:
+            _migrate_new_store(tmp)
+        else:
+            shutil.copyfile(template, tmp)
+            _adopt_store_copy(tmp)
         os.replace(tmp, path)
     finally:
         for left in glob.glob(glob.escape(tmp) + "*"):  # it failed: the file and its journal
             os.unlink(left)
+
+
+def _migrate_new_store(path: str) -> None:
+    """A new SQLite store at ``path``, made by MLflow itself (its migrations)."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
+    dispose_sqlite_engines(path)
+
+
+def _store_template() -> str | None:
+    """An empty, fully migrated SQLite store for the installed MLflow, in hpo's cache directory
+    (``$XDG_CACHE_HOME/hpo``, else ``~/.cache/hpo``), made on first use; None where it cannot be
+    written (the store is then migrated in place)."""
+    import mlflow
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpo"
+    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    if template.is_file() and template.stat().st_size > 0:
+        return str(template)
+    tmp = f"{template}.{os.getpid()}.creating"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        for left in cache.glob(f"{template.name}.*.creating*"):  # a killed process's, not one at work now
+            if time.time() - left.stat().st_mtime > 600:
+                left.unlink(missing_ok=True)
+        _migrate_new_store(tmp)
+        os.replace(tmp, template)  # atomic: two processes making it at once each rename a whole one
+    except OSError as exc:
+        log.debug("hpo: no MLflow store template in %s (%s): migrating in place", cache, exc)
+        return None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return str(template)
+
+
+def _adopt_store_copy(path: str) -> None:
+    """A copy of the template as MLflow would have made it here: the ``Default`` experiment's
+    artifact location is resolved from the working directory when a store is created (``./mlruns``,
+    as ``MlflowClient`` does), and its times are now."""
+    import sqlite3
+
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
+
+    now = int(time.time() * 1000)
+    location = append_to_uri_path(resolve_uri_if_local(DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH), "0")
+    con = sqlite3.connect(path)
+    try:
+        with con:
+            con.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+                        "WHERE experiment_id = 0", (location, now, now))
+    finally:
+        con.close()
 
 
 class _HandedOver(Exception):
@@ -204,6 +267,9 @@ class MlflowTracker(Callback):
         self._deadline = 0.0
         self._reconciled = False
         self._parent_unsaved = False  # hpo_state.json could not take the parent run yet (a full disk)
+        self._artifact_root: str | None = None  # the experiment's artifact location (runs created together)
+        self.together = True  # a database store: each flush window in one transaction (False: run by run)
+        self._unsure: tuple[str, Callable[[], None]] | None = None  # a window written together that failed
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles callbacks into its experiment state: the URI goes there without its password;
@@ -504,14 +570,20 @@ class MlflowTracker(Callback):
         tags: dict[str, dict[str, str]] = {}
         ends: dict[str, tuple[str, str | None]] = {}
         steps: dict[str, int] = {}
+        starts: set[str] = set()
         from mlflow.entities import Metric
+
+        store = sql_store(self.client) if self.together else None  # a database: one transaction per window
+        self._settle_window()
 
         events = [e for kind, tid, payload in events
                   for e in (self._reconciled_events(*payload) if kind == "reconcile" else [(kind, tid, payload)])]
         for kind, tid, payload in events:
             if kind == "start":
-                request_next()
-                self._child(tid)
+                if store is None:
+                    request_next()
+                    self._child(tid)
+                starts.add(tid)
                 self._config[tid] = payload[1]
                 flat = flatten_params(payload[1])
                 # A param is logged once (MLflow refuses changes): PBT's later values become hp.* metrics.
@@ -565,7 +637,11 @@ class MlflowTracker(Callback):
             rung = self.outcomes.rung_of(tid)
             if rung is not None:  # the highest ASHA rung the trial was recorded at
                 tags[tid].update({"hpo.rung": str(rung[0]), "hpo.rung_epoch": str(rung[1])})
-        for tid in params.keys() | metrics.keys() | tags.keys():
+        one_by_one = params.keys() | metrics.keys() | tags.keys()
+        if store is not None:
+            request_next()
+            one_by_one = self._write_together(store, starts, params, metrics, tags, run_status, steps)
+        for tid in one_by_one:
             request_next()
             self._log_batch(self._child(tid), params=params.get(tid), metrics=metrics.get(tid), tags=tags.get(tid))
             if tid in params:
@@ -573,9 +649,67 @@ class MlflowTracker(Callback):
             if tid in steps:
                 self._logged_step[tid] = steps[tid]  # only once written: a retry resends, never skips
         for tid, status in run_status.items():
-            request_next()
-            end_run(self.client, self._child(tid), status)
-            self._closed[tid] = tags[tid]["hpo.status"]
+            if store is None or tid in one_by_one:
+                request_next()
+                end_run(self.client, self._child(tid), status)
+                self._closed[tid] = tags[tid]["hpo.status"]
+
+    def _write_together(self, store: Any, starts: set[str], params: dict[str, dict[str, str]],
+                        metrics: dict[str, list[Any]], tags: dict[str, dict[str, str]],
+                        run_status: dict[str, str], steps: dict[str, int]) -> set[str]:
+        """One flush window for every trial in one transaction of a database store
+        (:mod:`hpo._compat.mlflow_sql`): runs created, params, metrics, tags and ends. Returns
+        the trials whose data MLflow's validators refuse: those go one request at a time (which
+        writes what it can and names the refused run), exactly as on a server.
+
+        The transaction also tags the parent run with a token of its own: when it fails, the
+        writer's next window reads that tag back (:meth:`_settle_window`), so a commit whose
+        answer was lost is known to have happened and nothing is written twice."""
+        tids = sorted(starts | params.keys() | metrics.keys() | tags.keys() | run_status.keys())
+        for tid in tids:
+            if tid not in self._runs and tid in self._create_failed:
+                self._child(tid)  # a create made one by one may have committed after all: look first
+        new = {tid: new_run_id() for tid in tids if tid not in self._runs}
+        writes, refused = [], set()
+        for tid in tids:
+            first = ({PARENT_TAG: self.parent_run_id or "", TRIAL_TAG: tid, "hpo.status": "running"}
+                     if tid in new else {})
+            write = RunWrite(self._runs.get(tid) or new[tid], name=tid, create=tid in new, params=params.get(tid, {}),
+                             metrics=metrics.get(tid, []), tags={**first, **tags.get(tid, {})},
+                             status=run_status.get(tid))
+            if refusal(write):
+                refused.add(tid)
+                write = RunWrite(write.run_id, name=tid, create=write.create, tags=first)
+            writes.append(write)
+        token = new_run_id()
+        writes.append(RunWrite(str(self.parent_run_id), tags={WINDOW_TAG: token}))
+        if self._artifact_root is None:
+            self._artifact_root = self.client.get_experiment(self.experiment_id).artifact_location
+
+        def written() -> None:
+            self._runs.update(new)
+            for tid in set(params) - refused:
+                self._params.setdefault(tid, {}).update(params[tid])
+            for tid in set(steps) - refused:
+                self._logged_step[tid] = steps[tid]
+            for tid in set(run_status) - refused:
+                self._closed[tid] = tags[tid]["hpo.status"]
+
+        self._unsure = (token, written)
+        write_runs(store, str(self.experiment_id), self._artifact_root, writes)
+        self._unsure = None
+        written()
+        return refused
+
+    def _settle_window(self) -> None:
+        """After a window written together failed: did it commit all the same (its answer lost)?
+        Its parent-run token says; if so it counts as written, so the retry adds nothing twice."""
+        if self._unsure is None:
+            return
+        token, written = self._unsure
+        if self.client.get_run(str(self.parent_run_id)).data.tags.get(WINDOW_TAG) == token:
+            written()
+        self._unsure = None
 
     def _status_text(self, tid: str, status: str, error: str | None) -> str:
         """The ``hpo.status`` tag: the terminal state, with its step, reason or error."""

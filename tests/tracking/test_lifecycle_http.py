@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hpo.rundir import find_run_dir, saved_records
-from tests.conftest import hpo_cli, start_hpo, wait_for
+from tests.conftest import hpo_cli, read_until, start_hpo
 from tests.test_lifecycle_search import _MLFLOW, _OPTUNA, _study
 
 pytestmark = pytest.mark.slow
@@ -50,10 +50,10 @@ def test_sigint_on_a_packed_tpe_search_over_http_then_resume(tmp_path, ray_addre
     proc = start_hpo(tmp_path, "run", str(exp), "--address", ray_address, "--tracking-uri", mlflow_server.uri,
                   "--json")
     runs = tmp_path / "hpo_results"
-    wait_for(lambda: any(p.stat().st_size for p in runs.glob("http-*/*/result.json")), proc,
-              what="a first result")
+    seen = read_until(proc, " completed ")  # a first trial completed
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=180)
+    err = seen + err
     assert proc.returncode == 130, err[-3000:]
     run_dir = find_run_dir("http", str(runs))
     client = MlflowClient(mlflow_server.uri)

@@ -54,25 +54,45 @@ def uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def test_a_create_that_timed_out_after_creating_is_not_made_twice(tmp_path: Path, uri: str) -> None:
+@pytest.mark.parametrize("together", [False, True], ids=["run-by-run", "one-transaction"])
+def test_a_create_that_timed_out_after_creating_is_not_made_twice(tmp_path: Path, uri: str, together: bool,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store did the work but its answer never came; the writer's retry of the same window
+    writes nothing twice: one request per run (a server), or one transaction per window (a database)."""
     t = _tracker(tmp_path / "run", uri)
-    real = t.client.create_run
+    t.together = together
     calls = []
+    if together:
+        from hpo.tracking import mlflow as tracking
 
-    def slow_create(*args: Any, **kwargs: Any) -> Any:
-        run = real(*args, **kwargs)
-        calls.append(run.info.run_id)
-        if len(calls) == 1:
-            raise TimeoutError("the server created the run but the answer never came")
-        return run
+        real_write = tracking.write_runs
 
-    t.client.create_run = slow_create  # type: ignore[method-assign]
+        def lost_answer(*args: Any, **kwargs: Any) -> None:
+            real_write(*args, **kwargs)
+            calls.append(args)
+            if len(calls) == 1:
+                raise TimeoutError("the database committed but the answer never came")
+
+        monkeypatch.setattr(tracking, "write_runs", lost_answer)
+    else:
+        real = t.client.create_run
+
+        def slow_create(*args: Any, **kwargs: Any) -> Any:
+            run = real(*args, **kwargs)
+            calls.append(run.info.run_id)
+            if len(calls) == 1:
+                raise TimeoutError("the server created the run but the answer never came")
+            return run
+
+        t.client.create_run = slow_create  # type: ignore[method-assign]
     events = [("start", "a", ("a", {"x": 1})), ("result", "a", {"loss": 0.5, STEP_KEY: 1})]
     with pytest.raises(TimeoutError):
         t._write(events)
     t._write(events)  # the writer's retry of the same window
     children = _children(t)
-    assert list(children) == ["a"] and len(calls) == 1 and _steps(t, children["a"]) == [1]
+    assert list(children) == ["a"] and _steps(t, children["a"]) == [1]
+    assert children["a"].data.params == {"x": "1"}
+    assert len(calls) == (2 if together else 1)  # together: the retry's window holds only its token
 
 
 def test_every_terminal_state_ends_its_run_with_its_mlflow_status(tmp_path: Path, uri: str) -> None:
@@ -184,11 +204,17 @@ def test_the_end_writes_what_a_starved_writer_left_without_waiting_for_it(tmp_pa
     assert t.client.get_run(t.parent_run_id).info.status == "FINISHED"
 
 
-def test_a_batch_the_writer_was_writing_when_the_search_ended_is_written_once(tmp_path: Path, uri: str) -> None:
+@pytest.mark.parametrize("together", [False, True], ids=["run-by-run", "one-transaction"])
+def test_a_batch_the_writer_was_writing_when_the_search_ended_is_written_once(tmp_path: Path, uri: str,
+                                                                              together: bool,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
+    from hpo.tracking import mlflow as tracking
+
     t = _tracker(tmp_path / "run", uri)
-    real = t.client.log_batch
+    t.together = together
+    real = tracking.write_runs if together else t.client.log_batch
     writing = threading.Event()
     by_writer = []
 
@@ -200,7 +226,10 @@ def test_a_batch_the_writer_was_writing_when_the_search_ended_is_written_once(tm
                 t._stop.wait(30)  # the search ends during this request
         return real(*args, **kwargs)
 
-    t.client.log_batch = slow_batch  # type: ignore[method-assign]
+    if together:
+        monkeypatch.setattr(tracking, "write_runs", slow_batch)
+    else:
+        t.client.log_batch = slow_batch  # type: ignore[method-assign]
     for tid in ("a", "b", "c"):
         _events(t, tid, 2)
     t.start(connect_after_s=0)
@@ -211,3 +240,58 @@ def test_a_batch_the_writer_was_writing_when_the_search_ended_is_written_once(tm
     children = _children(t)
     assert {tid: _steps(t, r) for tid, r in children.items()} == {"a": [1, 2], "b": [1, 2], "c": [1, 2]}
     assert {r.info.status for r in children.values()} == {"FINISHED"}
+
+
+def _record(t: MlflowTracker) -> dict[str, Any]:
+    """Everything MLflow holds of a search's child runs, without ids and start times."""
+    out = {}
+    for tid, r in _children(t).items():
+        hist = {k: sorted((m.step, m.timestamp, m.value) for m in t.client.get_metric_history(r.info.run_id, k))
+                for k in r.data.metrics}
+        out[tid] = {"name": r.info.run_name, "status": r.info.status, "ended": r.info.end_time is not None,
+                    "params": r.data.params, "tags": {k: v for k, v in r.data.tags.items() if k != PARENT_TAG},
+                    "latest": {k: (v if v == v else "nan") for k, v in r.data.metrics.items()},
+                    "history": {k: [(s, ts, v if v == v else "nan") for s, ts, v in h] for k, h in hist.items()},
+                    "artifacts": r.info.artifact_uri.endswith(f"{r.info.run_id}/artifacts")}
+    return out
+
+
+def test_a_window_written_in_one_transaction_records_what_run_by_run_requests_record(tmp_path: Path) -> None:
+    """The same events through both writers (a database store takes each flush window in one
+    transaction): every child run's name, status, params, tags, metric history and latest values
+    are the same, over three windows that create, extend (steps and tags of open runs, a latest
+    value that must not move backwards) and end runs of every terminal state."""
+    from hpo.wire import NODE_KEY, TIME_KEY
+
+    outcomes = TrialOutcomes()
+    outcomes.record_pruned("p", 2)
+    t0 = 1_800_000_000.0
+
+    def result(step: int, loss: float, node: str = "10.0.0.1") -> dict[str, Any]:
+        return {"loss": loss, "acc": 1 - loss, STEP_KEY: step, TIME_KEY: t0 + step, NODE_KEY: node}
+
+    windows = [
+        [("start", "ok", ("ok", {"lr": 0.1, "net": {"width": 8}})), ("result", "ok", result(1, 0.9)),
+         ("start", "p", ("p", {"lr": 0.5, "net": {"width": 4}})), ("result", "p", result(1, 0.8)),
+         ("start", "nan", ("nan", {"lr": 9.0, "net": {"width": 2}}))],
+        [("result", "ok", result(2, 0.5, "10.0.0.2")), ("result", "p", result(2, 0.85)),
+         ("result", "nan", result(1, float("nan"))), ("end", "p", ("pruned", None)),
+         ("start", "err", ("err", {"lr": 0.2, "net": {"width": 16}}))],
+        [("result", "ok", {**result(3, 0.5), TIME_KEY: t0}),  # a later step logged with an older time
+         ("end", "ok", ("completed", None)), ("end", "nan", ("diverged", None)),
+         ("end", "err", ("errored", "boom"))],
+    ]
+    records = []
+    for together in (False, True):
+        t = _tracker(tmp_path / f"run-{together}", f"sqlite:///{tmp_path / f'{together}.db'}", outcomes)
+        t.together = together
+        for events in windows:
+            t._write(list(events))
+        records.append(_record(t))
+    assert records[0] == records[1]
+    run_by_run = records[0]
+    assert set(run_by_run) == {"ok", "p", "nan", "err"}
+    assert run_by_run["ok"]["latest"]["loss"] == 0.5 and run_by_run["ok"]["history"]["loss"][-1][0] == 3
+    assert run_by_run["ok"]["tags"]["hpo.nodes"] == "10.0.0.1,10.0.0.2,10.0.0.1"
+    assert {tid: r["status"] for tid, r in run_by_run.items()} == {"ok": "FINISHED", "p": "KILLED", "nan": "FAILED",
+                                                                  "err": "FAILED"}
