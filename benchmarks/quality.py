@@ -248,19 +248,23 @@ def trial_times(history: list[dict[str, Any]]) -> tuple[float, float]:
     return (min(starts) if starts else min(times)), max(times)
 
 
-def trial_order(run_dir: str | Path, trials: list[Any]) -> list[Any]:
-    """The trials that ran, in the order they ended, read from the run directory's per-trial histories.
-
-    ``hpo.rundir.trial_histories`` splits a packed Ray trial's results into the configurations it
-    carried (ids ``<ray trial id>.NN``), so a packed configuration is ordered by its own times, not
-    by its pack's. The benchmark runs one configuration at a time, so the order they ended is the
-    order they ran. A trial that never reported (created as the search ended) is left out.
-    """
+def trial_spans(run_dir: str | Path, trials: list[Any]) -> dict[str, tuple[float, float]]:
+    """Trial id -> (start, end) wall-clock times of every trial that reported (:func:`trial_times`),
+    read from the run directory's per-trial histories. ``hpo.rundir.trial_histories`` splits a
+    packed Ray trial's results into the configurations it carried (ids ``<ray trial id>.NN``), so a
+    packed configuration has its own times, not its pack's."""
     histories = trial_histories(Path(run_dir))
     missing = [t.trial_id for t in trials if t.trial_id not in histories and t.steps > 0]
     if missing:
         raise RuntimeError(f"could not order the trials of {run_dir} ({missing} have no results on record)")
-    times = {t.trial_id: trial_times(histories[t.trial_id][1]) for t in trials if t.trial_id in histories}
+    return {t.trial_id: trial_times(histories[t.trial_id][1]) for t in trials if t.trial_id in histories}
+
+
+def trial_order(run_dir: str | Path, trials: list[Any]) -> list[Any]:
+    """The trials that ran, in the order they ended (:func:`trial_spans`). The benchmark runs one
+    configuration at a time, so the order they ended is the order they ran. A trial that never
+    reported (created as the search ended) is left out."""
+    times = trial_spans(run_dir, trials)
     return sorted((t for t in trials if t.trial_id in times),
                   key=lambda t: (times[t.trial_id][1], times[t.trial_id][0], t.trial_id))
 
@@ -308,7 +312,7 @@ def run_search(task: Task, label: str, seed: int, trials: int, storage: Path) ->
     else:
         exp["task"] = {**task.engine, "epochs": task.steps, "seed": 0}
     log = io.StringIO()
-    t0 = time.perf_counter()
+    t0, began = time.perf_counter(), time.time()
     try:
         with contextlib.redirect_stderr(log):  # hpo's per-trial progress lines: thousands of them
             results = hpo.run(exp, trainable=trainable) if trainable else hpo.run(exp)
@@ -318,7 +322,9 @@ def run_search(task: Task, label: str, seed: int, trials: int, storage: Path) ->
     wall = time.perf_counter() - t0
     sign = 1.0 if task.mode == "min" else -1.0
     cum, best, best_id, curve, log_rows, counted = 0, math.inf, None, [], [], 0
+    wall_curve = []  # (seconds from hpo.run's call to the trial's end, best so far): time to quality
     status_count = {s: 0 for s in TRIAL_STATUSES}
+    spans = trial_spans(results.storage_path, results.trials)
     ordered = trial_order(results.storage_path, results.trials)
     for t in ordered:
         cum += t.steps
@@ -334,6 +340,7 @@ def run_search(task: Task, label: str, seed: int, trials: int, storage: Path) ->
         if status == "completed" and value is not None and math.isfinite(value) and sign * value < best:
             best, best_id = sign * value, t.trial_id
         curve.append([cum, sign * best if math.isfinite(best) else None])
+        wall_curve.append([round(spans[t.trial_id][1] - began, 3), curve[-1][1]])
     final = sign * best if math.isfinite(best) else None
     hpo_best = results.best_trial
     same_best = hpo_best is not None and hpo_best.trial_id == best_id
@@ -341,7 +348,7 @@ def run_search(task: Task, label: str, seed: int, trials: int, storage: Path) ->
         assert same_best or math.isclose(final, results.best_metric), (final, results.best_metric)
     out: dict[str, Any] = {
         "seed": seed, "trials": counted, "trial_epochs": curve[-1][0] if curve else 0, "trial_epochs_run": cum,
-        "epoch_budget": budget, "final_best": final, "curve": curve,
+        "epoch_budget": budget, "final_best": final, "curve": curve, "wall_curve": wall_curve,
         "completed": status_count["completed"], "pruned": status_count["pruned"],
         "stopped": status_count["stopped"], "failed": status_count["errored"] + status_count["diverged"],
         "packed": sum(bool(PACKED_ID.search(t.trial_id)) for t in ordered),
@@ -372,7 +379,8 @@ def _finite_or_none(x: float | None, nd: int = 6) -> float | None:
 
 
 def to_target(curve: list[list[Any]], target: float, sign: float) -> float:
-    """Trial-epochs until the best-so-far (raw metric) reaches ``target``; inf if it never does."""
+    """Trial-epochs (``curve``) or seconds (``wall_curve``) until the best-so-far (raw metric)
+    reaches ``target``; inf if it never does."""
     for cum, best in curve:
         if best is not None and sign * best <= sign * target + 1e-12:
             return float(cum)
@@ -396,12 +404,15 @@ def score_task(task: Task, runs: dict[str, list[dict[str, Any]]]) -> dict[str, A
     rand_mean = float(np.mean(rand_final))
     target = sign * float(np.median(rand_final))  # raw metric units
     rand_budget = float(np.median([r["trial_epochs"] for r in runs[RANDOM]]))
+    # random+fifo's wall seconds to the end of its last counted trial: its whole search
+    rand_wall = float(np.median([r["wall_curve"][-1][0] for r in runs[RANDOM] if r.get("wall_curve")] or [math.nan]))
     out: dict[str, Any] = {
         "kind": task.kind, "description": task.description, "metric": task.metric, "mode": task.mode,
         "steps_per_trial": task.steps, "optimum": sign * opt,
         "optimum_source": "known" if task.optimum is not None else "best value any strategy/seed found",
         "clip": sign * clip, "clip_trials": len(pooled),
         "random_expected_final": sign * rand_mean, "target": target, "random_trial_epochs": rand_budget,
+        "random_wall_s": _finite_or_none(rand_wall, 2),
         "strategies": {},
     }
     for label, rs in runs.items():
@@ -412,6 +423,8 @@ def score_task(task: Task, runs: dict[str, list[dict[str, Any]]]) -> dict[str, A
                   for s in losses]
         needed = [to_target(r["curve"], target, sign) for r in rs]
         med_needed = float(statistics.median_low(needed))  # finite when at least half the seeds reach it
+        secs = [to_target(r.get("wall_curve", []), target, sign) for r in rs]
+        med_secs = float(statistics.median_low(secs))
         row: dict[str, Any] = {
             "score_mean": _mean_or_none(scores),
             "score_median": _finite_or_none(_median([x for x in scores if math.isfinite(x)]), 3),
@@ -425,6 +438,10 @@ def score_task(task: Task, runs: dict[str, list[dict[str, Any]]]) -> dict[str, A
             "to_target_median": _finite_or_none(med_needed),
             "ratio": _finite_or_none(rand_budget / med_needed, 3) if math.isfinite(med_needed) else None,
             "seeds_reached": sum(math.isfinite(n) for n in needed),
+            "wall_to_target_s": [_finite_or_none(x, 2) for x in secs],
+            "wall_to_target_median_s": _finite_or_none(med_secs, 2),
+            "wall_ratio": (_finite_or_none(rand_wall / med_secs, 3)
+                           if math.isfinite(med_secs) and math.isfinite(rand_wall) else None),
             "runs": rs,
         }
         if task.kind == "engine":
@@ -449,11 +466,13 @@ def overall(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
         scores = [r["score_mean"] for r in rows if r["score_mean"] is not None]
         strict = [r["score_vs_random_mean"] for r in rows if r["score_vs_random_mean"] is not None]
         ratios = [r["ratio"] or 0.0 for r in rows]  # not reached counts as 0
+        wall_ratios = [r.get("wall_ratio") or 0.0 for r in rows]
         out[lb] = {"tasks": len(rows),
                    "score_mean": _finite_or_none(float(np.mean(scores)), 3) if len(scores) == len(rows) else None,
                    "score_vs_random_mean": (_finite_or_none(float(np.mean(strict)), 3)
                                             if strict and len(strict) == len(rows) else None),
                    "ratio_median": round(_median(ratios), 3),
+                   "wall_ratio_median": round(_median(wall_ratios), 3),
                    "tasks_reached": sum(r["ratio"] is not None for r in rows)}
     return out
 
@@ -491,16 +510,19 @@ def print_tables(res: dict[str, Any]) -> None:
               f"E[random final] {_fmt(t['random_expected_final'], 6)}, target = random median final "
               f"{_fmt(t['target'], 6)}")
         head = (f"  {'strategy':<13}{'score':>7}{'vs rnd':>8}{'best (med)':>12}{'trials':>8}{'trial-ep':>10}"
-                f"{'to target':>12}{'ratio':>8}{'seeds':>7}")
+                f"{'to target':>12}{'ratio':>8}{'seeds':>7}{'wall s':>9}{'w.ratio':>8}")
         if engine:
             head += "  chosen config (median): val / test"
         print(head)
         for lb, r in t["strategies"].items():
             reached = f"{r['to_target_median']:.0f}" if r["to_target_median"] is not None else "not reached"
             ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
+            secs = r.get("wall_to_target_median_s")
+            wall_ratio = f"{r['wall_ratio']:.2f}x" if r.get("wall_ratio") is not None else "-"
             line = (f"  {lb:<13}{_fmt(r['score_mean'], 3):>7}{_fmt(r['score_vs_random_mean'], 3):>8}"
                     f"{_fmt(r['final_best_median']):>12}{r['trials_median']:>8.0f}{r['trial_epochs_median']:>10.0f}"
-                    f"{reached:>12}{ratio:>8}{r['seeds_reached']:>4}/{len(r['runs'])}")
+                    f"{reached:>12}{ratio:>8}{r['seeds_reached']:>4}/{len(r['runs'])}"
+                    f"{(f'{secs:.1f}' if secs is not None else '-'):>9}{wall_ratio:>8}")
             if engine:
                 parts = [f"{k.removeprefix('val_')} {_fmt(v)} / {_fmt(r['test'].get('test_' + k[4:]))}"
                          for k, v in r["val"].items()]
@@ -509,11 +531,12 @@ def print_tables(res: dict[str, Any]) -> None:
     print(f"\noverall ({len(res['tasks'])} tasks), mean over tasks of score = Bayesmark mean score (100 = optimum, "
           "0 = random's median single trial) and vs rnd = score vs random@budget (random+fifo's mean final best "
           "= 0);\n  median over tasks of ratio = random+fifo trial-epochs / trial-epochs to reach its median final "
-          "best (not reached = 0)")
-    print(f"  {'strategy':<13}{'tasks':>6}{'score':>8}{'vs rnd':>8}{'ratio':>8}{'reached':>9}")
+          "best (not reached = 0); wall ratio = the same in wall seconds (hpo.run's call to the end of the trial "
+          "that reaches it; one trial at a time)")
+    print(f"  {'strategy':<13}{'tasks':>6}{'score':>8}{'vs rnd':>8}{'ratio':>8}{'w.ratio':>9}{'reached':>9}")
     for lb, r in res["overall"].items():
         print(f"  {lb:<13}{r['tasks']:>6}{_fmt(r['score_mean'], 3):>8}{_fmt(r['score_vs_random_mean'], 3):>8}"
-              f"{r['ratio_median']:>7.2f}x{r['tasks_reached']:>7}/{r['tasks']}")
+              f"{r['ratio_median']:>7.2f}x{r.get('wall_ratio_median', 0.0):>8.2f}x{r['tasks_reached']:>7}/{r['tasks']}")
     print("\ntargets:")
     for tg in res["targets"]:
         print(f"  [{'met' if tg['met'] else 'not met'}] {tg['target']}: {_fmt(tg['value'], 4)}")
@@ -654,7 +677,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "score_vs_random": "stricter: 100 x (1 - (S - opt) / (E[random+fifo final best] - opt)), unclipped, "
                                "per seed, mean over seeds: random+fifo at the same budget scores 0 on average",
             "target": "random+fifo's median final best; to_target: trial-epochs until a run's best-so-far "
-                      "(full-budget trials only) reaches it; ratio: random+fifo trial-epochs / median to_target",
+                      "(full-budget trials only) reaches it; ratio: random+fifo trial-epochs / median to_target; "
+                      "wall_to_target_s / wall_ratio: the same in wall seconds from hpo.run's call to the end of "
+                      "the trial that reaches it (random+fifo: to the end of its last counted trial)",
             "budget": "FIFO strategies run `trials` trials; ASHA strategies run as many trials as fit in "
                       "trials x steps trial-epochs (hpo's epoch_budget), so every strategy gets the same compute",
             "packed": "per run, how many of its trials ran inside a packed Ray trial (hpo's `pack`: several "

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -72,6 +73,7 @@ FIGURES = [
     ("own_sum_s", "trials' own time, summed (s)", ".2f"),
     ("train_sum_s", "  of it training passes (s)", ".2f"),
     ("best_val_accuracy", "best validation accuracy", ".4f"),
+    ("time_to_target_s", "time to quality: to a result >= target (s)", ".2f"),
     ("completed", "trials completed", "d"),
     ("pruned", "trials pruned", "d"),
     ("other", "trials cut, errored or diverged", "d"),
@@ -138,6 +140,7 @@ def child_optuna_worker(spec: dict[str, Any]) -> None:
             trial.report(value, run.epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
+        rec.update(value=value, completed=True)  # a result: it ran its whole budget
         return value
 
     study.optimize(objective, n_trials=spec["n_trials"])
@@ -205,7 +208,7 @@ def hpo_command(n: int, workers: int, overrides: list[str]) -> list[str]:
 
 def run_hpo(n: int, workers: int, overrides: list[str]) -> dict[str, Any]:
     """``hpo run`` of the quickstart in a fresh directory; timings from its run directory and Ray's logs."""
-    from hpo.rundir import TRIALS_FILE, read_state, trial_histories
+    from hpo.rundir import TRIALS_FILE, read_state, saved_records, trial_histories
     from hpo.wire import result_steps
 
     work = Path(tempfile.mkdtemp(prefix="hpo-qs-", dir="/tmp"))  # short: Ray's socket paths have a length limit
@@ -220,12 +223,15 @@ def run_hpo(n: int, workers: int, overrides: list[str]) -> dict[str, Any]:
             raise RuntimeError(f"hpo run exited {proc.returncode}:\n{proc.stderr[-4000:]}")
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
         run_dir = Path(summary["storage_path"])
+        ended = {r["trial_id"]: r for r in saved_records(run_dir)}  # trials.json: each trial's status and value
         recs = []
-        for _config, rows in trial_histories(run_dir).values():
+        for tid, (_config, rows) in trial_histories(run_dir).items():
             steps = [s for row in rows for _, s in result_steps(row)]
+            done = ended.get(tid, {})
             recs.append({"t_start": rows[0]["hpo_started"], "t_first": steps[0]["hpo_time"],
                          "t_end": steps[-1]["hpo_time"], "train_s": steps[-1].get("train_time_s", 0.0),
-                         "pid": rows[0].get("pid"),
+                         "pid": rows[0].get("pid"), "completed": done.get("status") == "completed",
+                         "value": (done.get("metrics") or {}).get(summary["metric"]),
                          # when Tune called the trainable's train(): its first report, less Ray's time for it
                          "train_call": rows[0]["hpo_time"] - rows[0]["time_this_iter_s"]})
         if not recs:
@@ -310,8 +316,17 @@ def figures(t0: float, t_exit: float, recs: list[dict[str, Any]], workers: int) 
     out = {"wall_s": t_exit - t0, "startup_s": min(r["t_first"] for r in recs) - t0,
            "pre_search_s": first_start - t0, "search_s": search, "end_s": t_exit - last_end,
            "own_sum_s": own, "train_sum_s": sum(r["train_s"] for r in recs)}
+    # (seconds from the command's start to a completed trial's end, its value), in order: time to quality
+    results = sorted([round(r["t_end"] - t0, 3), r["value"]] for r in recs
+                     if r.get("completed") and r.get("value") is not None)
     return {**{k: round(v, 3) for k, v in out.items()}, "efficiency": round(own / workers / search, 4),
-            "trials_timed": len(recs)}
+            "trials_timed": len(recs), "results": results}
+
+
+def time_to(results: list[list[float]], target: float, sign: float) -> float | None:
+    """Seconds from the command's start until a completed trial's value reaches ``target`` (``sign``
+    1 to maximize, -1 to minimize), or None if none does."""
+    return next((t for t, v in results if sign * v >= sign * target - 1e-12), None)
 
 
 def segments(start: float, marks: list[tuple[str, float | None]]) -> list[list[Any]]:
@@ -365,6 +380,12 @@ def print_tables(out: dict[str, Any]) -> None:
     print("End of search of hpo, where it goes (median s; runs measured):")
     for label, s, k in out["end_breakdown"]["hpo"]:
         print(f"  {s:>7.2f}  {label} ({k})")
+    target = out.get("quality_target")
+    if target:
+        print(f"Time to quality: target {target['metric']} {target['value']:.4f} ({target['rule']}); "
+              f"reached in {sum(r['time_to_target_s'] is not None for r in out['runs']['hpo'])}/{out['repeats']} "
+              f"hpo runs, {sum(r['time_to_target_s'] is not None for r in out['runs']['optuna'])}/{out['repeats']} "
+              "Optuna runs")
     for line in out["targets"]:
         print(line)
 
@@ -430,6 +451,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs[way].append({"round": r, **row})
             print(f"  round {r + 1}/{repeats} {way}: wall {row['wall_s']:.1f} s, search {row['search_s']:.1f} s, "
                   f"best {_fmt(row['best_val_accuracy'], '.4f')}", file=sys.stderr, flush=True)
+    # time to quality: the target is the lower of the two ways' median best, so both reach it in most runs
+    exp = peer_experiment(overrides)
+    sign = 1.0 if exp.modes[0] == "max" else -1.0
+    bests = [statistics.median([r["best_val_accuracy"] for r in runs[w] if r["best_val_accuracy"] is not None]
+                               or [math.nan]) for w in WAYS]
+    target = min(bests, key=lambda b: sign * b)
+    for way in WAYS:
+        for row in runs[way]:
+            row["time_to_target_s"] = time_to(row["results"], target, sign)
     med = {w: medians(runs[w]) for w in WAYS}
     ratio = {key: (round(med["hpo"][key] / med["optuna"][key], 4) if med["hpo"][key] is not None
                    and med["optuna"][key] else None) for key, _, fmt in FIGURES if fmt != "d"}
@@ -443,6 +473,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                "optuna-worker), one JournalStorage study, TPESampler(multivariate=True, seed=seed+i), "
                                "SuccessiveHalvingPruner(min_resource=grace_period, reduction_factor), TaskRun"},
         "figures": {key: label for key, label, _ in FIGURES},
+        "quality_target": {"metric": exp.metrics[0], "value": target,
+                           "rule": "the lower of the two ways' median best value; time_to_target_s: command start to "
+                                   "the end of the first completed trial reaching it (None: never reached)"},
         "runs": runs, "median": med, "ratio": ratio,
         "startup_breakdown": {w: median_segments([r["startup_breakdown"] for r in runs[w]]) for w in WAYS},
         "end_breakdown": {"hpo": median_segments([r["end_breakdown"] for r in runs["hpo"]])},

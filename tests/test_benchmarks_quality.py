@@ -54,6 +54,28 @@ def test_bayesmark_score_clips_at_random_searchs_median_single_trial() -> None:
     assert tpe["to_target"] == [6.0, None]
 
 
+def test_time_to_quality_is_the_same_reading_in_wall_seconds() -> None:
+    """Each run's best-so-far against the seconds since its search began (issue 17: the compute
+    advantage of TPE + ASHA shown in wall-clock time): the seconds until random+fifo's median final
+    best is reached, and random+fifo's whole search over that."""
+    task = quality.Task("toy", "synthetic", "loss", "min", 3, "toy", optimum=0.0)
+
+    def timed(values: list[float], secs: list[float]) -> dict:
+        run = _run(values)
+        run["wall_curve"] = [[t, best] for t, (_, best) in zip(secs, run["curve"], strict=True)]
+        return run
+
+    runs = {"random+fifo": [timed([5.0, 1.0], [4.0, 8.0]), timed([3.0, 2.0], [5.0, 12.0])],  # target 1.5
+            "tpe+asha": [timed([1.2, 9.0], [2.0, 3.0]), timed([4.0, 1.0], [1.0, 2.5])]}
+    res = quality.score_task(task, runs)
+    assert res["target"] == 1.5 and res["random_wall_s"] == 10.0  # the median of 8 and 12 seconds
+    rnd, asha = res["strategies"]["random+fifo"], res["strategies"]["tpe+asha"]
+    assert rnd["wall_to_target_s"] == [8.0, None] and rnd["wall_to_target_median_s"] == 8.0
+    assert asha["wall_to_target_s"] == [2.0, 2.5] and asha["wall_to_target_median_s"] == 2.0
+    assert asha["wall_ratio"] == pytest.approx(10.0 / 2.0) and rnd["wall_ratio"] == pytest.approx(10.0 / 8.0)
+    assert quality.overall({"toy": res})["tpe+asha"]["wall_ratio_median"] == pytest.approx(5.0)
+
+
 def test_a_run_with_no_full_budget_trial_scores_as_one_random_trial() -> None:
     task = quality.Task("toy", "synthetic", "loss", "min", 3, "toy", optimum=0.0)
     runs = {"random+fifo": [_run([1.0, 3.0]), _run([2.0, 4.0])],
@@ -193,6 +215,10 @@ def test_quality_quick(tmp_path: Path) -> None:
             assert all(s >= 0 for s in row["scores"])  # clipped at one random trial
             assert math.isfinite(row["score_mean"]) and math.isfinite(row["score_vs_random_mean"])
             assert row["ratio"] is None or row["ratio"] > 0
+            for run in row["runs"]:  # seconds since the search began, at each counted trial's end
+                secs = [t for t, _ in run["wall_curve"]]
+                assert len(secs) == run["trials"] and secs == sorted(secs) and 0 < secs[0] <= run["wall_s"] + 1
+            assert (row["wall_to_target_median_s"] is None) is (row["to_target_median"] is None)
         # Bayesmark's score puts random search at its expected best over `trials` trials, above 0;
         # the stricter score against random+fifo at the same budget is 0 for random by construction
         rnd = task["strategies"]["random+fifo"]

@@ -39,6 +39,18 @@ def test_quick_quickstart_benchmark_times_hpo_and_plain_optuna_consistently(tmp_
         segments = run["startup_breakdown"]
         assert len(segments) >= 3 and all(s >= 0 for _, s in segments)
         assert sum(s for _, s in segments) == pytest.approx(run["startup_s"], abs=0.01 * len(segments))
+    # time to quality: the target is the lower best of the two ways, so each of the single runs reaches it,
+    # at the end of its first completed trial that does (seconds from the command's start)
+    target = out["quality_target"]["value"]
+    assert target == min(out["runs"][w][0]["best_val_accuracy"] for w in ("hpo", "optuna"))
+    for way in ("hpo", "optuna"):
+        [run] = out["runs"][way]
+        results = run["results"]
+        assert results == sorted(results) and len(results) == run["completed"]
+        assert max(v for _, v in results) == pytest.approx(run["best_val_accuracy"])
+        first = next(t for t, v in results if v >= target)
+        assert run["time_to_target_s"] == first and run["pre_search_s"] < first <= run["wall_s"]
+    assert "Time to quality: target val_accuracy" in proc.stdout
     hpo = out["runs"]["hpo"][0]
     assert [label for label, _ in hpo["startup_breakdown"]][0].startswith("python, imports, validation")
     assert sum(s for _, s in hpo["end_breakdown"]) == pytest.approx(hpo["end_s"], abs=0.05)

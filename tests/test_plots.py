@@ -268,7 +268,7 @@ def test_quickstart_search_logs_every_picture_and_its_history_shows_every_trial(
     logged = {a.path for a in client.list_artifacts(summary["parent_run_id"])}
     pictures = {"optimization_history.png", "learning_curves.png", "parallel_coordinates.png",
                 "param_importances.png"}
-    assert pictures <= logged
+    assert pictures <= logged, proc.stderr[-3000:]
     # the same results, read back from the run directory, draw the picture that was logged
     run_dir = summary["storage_path"]
     results = Results("quickstart", ["val_accuracy"], ["max"],

@@ -256,6 +256,7 @@ class MlflowTracker(Callback):
         self._queue: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self._pending: list[tuple[str, str, Any]] = []  # taken from the queue, not yet written
         self._writing = threading.Lock()  # held while a batch is written: the end takes it from the writer
+        self._preparing = threading.Lock()  # held while the writer prepares the end's files (their imports)
         self._stop = threading.Event()
         self._go = threading.Event()  # the first result is in: time to connect (see start)
         self._thread: threading.Thread | None = None
@@ -472,11 +473,15 @@ class MlflowTracker(Callback):
                     self._unavailable(exc, 0)
         _lower_priority()
         prepare = getattr(self.write_files, "prepare", None)
-        if prepare is not None and not self._stop.is_set():
-            try:
-                prepare()  # the end's files cost less (the caller's: tracking imports no plotting)
-            except Exception as exc:  # noqa: BLE001  (the end pays for it then)
-                log.debug("hpo: preparing the search's files failed: %s", exc)
+        # Under a lock the end's files take too: the end's thread importing matplotlib while this
+        # thread, starved at the lowest priority, is still importing it, can fail on Python's
+        # import lock between threads. The end waits instead (the trials are over: this thread runs).
+        with self._preparing:
+            if prepare is not None and not self._stop.is_set():
+                try:
+                    prepare()  # the end's files cost less (the caller's: tracking imports no plotting)
+                except Exception as exc:  # noqa: BLE001  (the end pays for it then)
+                    log.debug("hpo: preparing the search's files failed: %s", exc)
         self._writes(final=False)
 
     def _unavailable(self, exc: Exception, backoff: float) -> None:
@@ -739,7 +744,7 @@ class MlflowTracker(Callback):
         import tempfile
 
         runs = {tid: run_link(self.tracking_uri, self.experiment_id, run_id) for tid, run_id in self._runs.items()}
-        with tempfile.TemporaryDirectory(prefix="hpo-mlflow-") as tmp:
+        with self._preparing, tempfile.TemporaryDirectory(prefix="hpo-mlflow-") as tmp:
             self.write_files(results, Path(tmp), runs=runs)
             self.client.log_artifacts(parent, tmp)
 
