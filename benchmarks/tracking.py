@@ -1,11 +1,18 @@
 """MLflow tracking overhead: the same search with tracking off, to SQLite, and to an HTTP server.
 
     python -m benchmarks.tracking [--quick] [--repeats N] [--out DIR]
+    python -m benchmarks.tracking --writer [--trials N] [--window N] [--repeats N]
 
 Every run is the same search (built-in digits MLP, random search with a fixed seed, FIFO, so
 every run trains the same configurations for the same epochs) on one embedded Ray instance.
 Modes are interleaved in a rotating order each repeat, so drift on a shared machine spreads
 over all modes; the table reports medians and the ratio to tracking off.
+
+``--writer`` times hpo's MLflow writer alone, on a new SQLite store each time, with no search: the
+events of ``--trials`` (256) trials of 10 epochs and 11 metrics each (what the built-in task
+reports), in flush windows of ``--window`` (32) trials, written one run at a time through
+MLflow's client (as over HTTP) and in one transaction per window (what a database store gets),
+alternating; the driver CPU per trial (``time.process_time``), median of ``--repeats``.
 """
 
 from __future__ import annotations
@@ -53,6 +60,49 @@ def _cpu(server: Any) -> float:
     return total
 
 
+def _trial_events(tid: str, epochs: int = 10) -> list[tuple[str, str, Any]]:
+    """What the built-in task's trial sends the writer: its start, one result per epoch, its end."""
+    from hpo.wire import NODE_KEY, STEP_KEY, TIME_KEY
+
+    config = {"lr": 0.01, "hidden": 64, "depth": 2, "batch_size": 64, "dataset": "digits", "model": "mlp",
+              "epochs": epochs}
+    names = ("val_accuracy", "val_loss", "train_loss", "epoch_time_s", "lr", "param_count", "train_time_s",
+             "latency_us", "val_f1", "val_precision", "val_recall")
+    out: list[tuple[str, str, Any]] = [("start", tid, (tid, config))]
+    out += [("result", tid, {**{n: 0.5 + 0.01 * e for n in names}, STEP_KEY: e, TIME_KEY: 1.8e9 + e,
+                             NODE_KEY: "10.0.0.1"}) for e in range(1, epochs + 1)]
+    return [*out, ("end", tid, ("completed", None))]
+
+
+def writer_costs(trials: int, window: int, repeats: int) -> dict[str, Any]:
+    """Driver CPU ms per trial of the MLflow writer alone: run by run, and one transaction per window."""
+    from hpo.rundir import STATE_FILE, write_json
+    from hpo.strategies import TrialOutcomes
+    from hpo.tracking.mlflow import MlflowTracker
+
+    costs: dict[str, list[float]] = {"run by run": [], "one transaction per window": []}
+    for r in range(repeats):
+        for together in (False, True) if r % 2 == 0 else (True, False):
+            with tempfile.TemporaryDirectory(prefix="hpo-bench-writer-") as tmp:
+                run_dir = Path(tmp, "run")
+                run_dir.mkdir()
+                write_json(run_dir / STATE_FILE, {"experiment": {}})
+                t = MlflowTracker(f"sqlite:///{tmp}/mlflow.db", "writer", "run", str(run_dir / STATE_FILE),
+                                  TrialOutcomes(), metrics=["val_accuracy"])
+                t._connect()
+                t._open()
+                t.together = together
+                t._write(_trial_events("warm-up"))  # first-use costs (imports, statements) are not the writer's
+                c0 = time.process_time()
+                for w in range(0, trials, window):
+                    t._write([e for i in range(w, min(w + window, trials)) for e in _trial_events(f"t{i}")])
+                costs["one transaction per window" if together else "run by run"].append(
+                    1000 * (time.process_time() - c0) / trials)
+    med = {k: round(statistics.median(v), 2) for k, v in costs.items()}
+    return {"trials": trials, "window": window, "repeats": repeats, "cpu_ms_per_trial": med,
+            "runs": {k: [round(x, 2) for x in v] for k, v in costs.items()}}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small search, one repeat (a smoke test)")
@@ -60,7 +110,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--num-samples", type=int, default=32)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--writer", action="store_true", help="the MLflow writer alone: run by run against one "
+                   "transaction per window (no search)")
+    p.add_argument("--trials", type=int, default=256, help="--writer: trials written")
+    p.add_argument("--window", type=int, default=32, help="--writer: trials per flush window")
     args = p.parse_args(argv)
+    if args.writer:
+        res = writer_costs(args.trials, args.window, args.repeats)
+        print(f"MLflow writer alone, {res['trials']} trials of 10 epochs x 11 metrics in windows of {res['window']}, "
+              f"new SQLite store, median of {res['repeats']}: driver CPU ms per trial")
+        for way, ms in res["cpu_ms_per_trial"].items():
+            print(f"  {way:<28} {ms:>7.2f}   runs {res['runs'][way]}")
+        return res
     if args.quick:
         args.repeats, args.num_samples, args.epochs = 1, 4, 3
 
