@@ -134,7 +134,10 @@ def _store_template() -> str | None:
     written (the store is then migrated in place)."""
     import mlflow
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpo"
+    try:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpo"
+    except RuntimeError:  # no home directory to be found
+        return None
     template = cache / f"mlflow-{mlflow.__version__}-empty.db"
     if template.is_file() and template.stat().st_size > 0:
         return str(template)
