@@ -8,7 +8,9 @@
    ``hpo.run`` on an embedded two-CPU Ray instance: random search (hpo's Optuna ask/tell searcher
    with a RandomSampler), FIFO, one CPU per trial, MLflow tracking off (``--tracking`` adds the same
    search tracked to a ``sqlite:///`` store). A 20-trial warm-up search runs first (not measured).
-   The driver's RSS (``/proc/self/status``) is sampled every 0.2 s in a background thread: start,
+   The driver's CPU is split by thread (``/proc/self/task``, sampled with the RSS): the main thread
+   (Ray Tune's loop, hpo's callbacks and the searcher's ask/tell all run there), the MLflow writer,
+   Ray's C++ threads. The driver's RSS (``/proc/self/status``) is sampled every 0.2 s in a background thread: start,
    end and peak are reported, with the RSS of every process under the driver (Ray's GCS, raylet
    and workers) at start and end. Throughput is also reported per block of a tenth of the trials
    (1,000 of 10,000), to show whether it degrades as the search grows; the first block includes
@@ -133,19 +135,61 @@ def _driver_cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+# the driver's threads by what they do (Python thread names; the rest are Ray's C++ threads)
+THREAD_ROLES = {"MainThread": "main: Tune's loop, hpo's callbacks, the searcher",
+                "hpo-mlflow": "MLflow writer (hpo-mlflow)", "hpo-mlflow-end": "MLflow writer (hpo-mlflow)"}
+
+
+def _thread_cpu() -> dict[int, float]:
+    """CPU seconds of each of this process's threads so far, by native thread id (Linux /proc)."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            raw = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 class RssSampler:
-    """Samples the driver's RSS every ``interval`` seconds in a daemon thread: (time.time(), MiB)."""
+    """Samples the driver's RSS every ``interval`` seconds in a daemon thread: (time.time(), MiB);
+    and the CPU of each of its threads, to split the driver's CPU by what its threads do
+    (:meth:`cpu_by_thread`)."""
 
     def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self.samples: list[tuple[float, float]] = []
+        self.threads: dict[int, tuple[str, float]] = {}  # native id -> (role, CPU seconds at the last sample)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="rss-sampler")
+        self._base = _thread_cpu() if Path("/proc/self/task").is_dir() else {}
+
+    def _sample_threads(self) -> None:
+        if not self._base and not Path("/proc/self/task").is_dir():
+            return
+        names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+        for tid, secs in _thread_cpu().items():
+            role = THREAD_ROLES.get(names.get(tid, ""), "other Python threads" if tid in names
+                                    else "Ray's C++ threads (core worker, gRPC)")
+            if tid == self._thread.native_id:
+                role = "this benchmark's sampler"
+            self.threads[tid] = (role, secs - self._base.get(tid, 0.0))
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.samples.append((time.time(), _rss_mb()))
+            self._sample_threads()
             self._stop.wait(self.interval)
+
+    def cpu_by_thread(self) -> dict[str, float]:
+        """The driver's CPU seconds during the ``with`` block by thread role (a thread that ended
+        between two samples is counted to its last sample)."""
+        out: dict[str, float] = {}
+        for role, secs in self.threads.values():
+            out[role] = round(out.get(role, 0.0) + secs, 2)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -155,6 +199,7 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.samples.append((time.time(), _rss_mb()))
+        self._sample_threads()
 
     def at(self, t: float) -> float:
         """The last sample taken at or before ``t`` (the first one if none)."""
@@ -250,6 +295,7 @@ def measure_search(trials: int, variant: str, work: Path) -> dict[str, Any]:
         "driver_cpu_s": round(cpu1 - cpu0, 2),
         "driver_cpu_ms_per_trial": round(1000 * (cpu1 - cpu0) / trials, 2),
         "ray_processes_cpu_s": round(ray_cpu1 - ray_cpu0, 2),  # processes alive at both ends only
+        "driver_cpu_ms_per_trial_by_thread": {k: round(1000 * v / trials, 2) for k, v in rss.cpu_by_thread().items()},
         "load_avg_1min": {"start": round(load0, 2), "end": round(load1, 2)},
         "after_last_trial_s": round(t1 - done[-1], 2) if done else None,  # results, trials.json, tracker flush
         "driver_rss_mb": {"start": round(mbs[0], 1), "end": round(mbs[-1], 1), "peak": round(max(mbs), 1),
@@ -444,6 +490,9 @@ def _print(res: dict[str, Any]) -> None:
             print(f"  per block of {v['block_size']} trials: trials/s  "
                   + " ".join(f"{b['trials_per_s']:.1f}" if b["trials_per_s"] else "-" for b in v["blocks"]))
             print(f"  {'':<22}driver RSS MiB " + " ".join(f"{b['rss_mb']:.0f}" for b in v["blocks"]))
+            split = v.get("driver_cpu_ms_per_trial_by_thread") or {}
+            if split:
+                print("  driver CPU ms per trial by thread: " + "; ".join(f"{k} {ms:.1f}" for k, ms in split.items()))
     else:
         print("1. one search through hpo.run: not measured (--suggest-only and no earlier results)")
     s = res["suggest"]
@@ -537,7 +586,7 @@ def suggest_section(sizes: list[int], asks: int, repeats: int, trials: int) -> d
     measured = measure_suggest(list(SAMPLERS), sizes, asks, repeats)
     cap = _tpe_history_cap()
     samplers = {name: {"hpo_options": SAMPLERS[name][0], "points": points,
-                       "estimated_total_s": round(estimated_total_s(points, trials), 1)}
+                       "estimated_total_s": round(estimated_total_s(points, trials), 3)}
                 for name, points in measured.items()}
     return {
         "sizes": sizes, "asks": asks, "repeats": repeats,

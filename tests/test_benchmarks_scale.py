@@ -33,6 +33,10 @@ def test_quick_scale_benchmark_writes_sane_results(tmp_path: Path) -> None:
     assert [b["trials_done"] for b in run["blocks"]] == list(range(30, 301, 30))
     assert all(b["rss_mb"] > 0 and b["trials_per_s"] > 0 for b in run["blocks"])
     assert run["rss_samples"] and all(mb > 0 for _, mb in run["rss_samples"])
+    # the driver's CPU by thread: Tune's loop with hpo's callbacks and the searcher run in the main thread
+    split = run["driver_cpu_ms_per_trial_by_thread"]
+    assert split["main: Tune's loop, hpo's callbacks, the searcher"] > 0 and "MLflow writer (hpo-mlflow)" not in split
+    assert sum(split.values()) <= run["driver_cpu_ms_per_trial"] * 1.1 + 0.5
     _check_suggest(res)
     assert res["findings"][0].startswith("search (off): 300/300 trials")
 
