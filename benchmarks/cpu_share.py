@@ -49,10 +49,11 @@ def _role(cmdline: str, root: bool) -> str:
     return "other"
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds of the process itself) from /proc/<pid>/stat."""
+def proc_stat(path: str) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds) from a ``/proc/<pid>/stat`` or ``/proc/<pid>/task/<tid>/stat`` file;
+    None if it is gone."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = Path(path).read_text()
     except OSError:
         return None
     fields = raw[raw.rindex(")") + 2 :].split()
@@ -96,7 +97,7 @@ class ProcessCpu:
         cpu: dict[int, float] = {}
         for entry in os.scandir("/proc"):
             if entry.name.isdigit():
-                st = _stat(int(entry.name))
+                st = proc_stat(f"/proc/{entry.name}/stat")
                 if st is not None:
                     parents[int(entry.name)], cpu[int(entry.name)] = st
         below = {self.root}

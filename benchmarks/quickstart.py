@@ -323,11 +323,6 @@ def figures(t0: float, t_exit: float, recs: list[dict[str, Any]], workers: int) 
             "trials_timed": len(recs), "results": results}
 
 
-def time_to(results: list[list[float]], target: float, sign: float) -> float | None:
-    """Seconds from the command's start until a completed trial's value reaches ``target`` (``sign``
-    1 to maximize, -1 to minimize), or None if none does."""
-    return next((t for t, v in results if sign * v >= sign * target - 1e-12), None)
-
 
 def segments(start: float, marks: list[tuple[str, float | None]]) -> list[list[Any]]:
     """[label, seconds] from ``start`` through each mark in turn. A mark that is missing, or earlier than
@@ -457,9 +452,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bests = [statistics.median([r["best_val_accuracy"] for r in runs[w] if r["best_val_accuracy"] is not None]
                                or [math.nan]) for w in WAYS]
     target = min(bests, key=lambda b: sign * b)
+    from benchmarks.quality import to_target  # here, not at the top: the Optuna workers import this module
+
     for way in WAYS:
         for row in runs[way]:
-            row["time_to_target_s"] = time_to(row["results"], target, sign)
+            # seconds until a completed trial reaches the target (to_target's sign: 1 to minimize)
+            secs = to_target(row["results"], target, -sign)
+            row["time_to_target_s"] = secs if math.isfinite(secs) else None
     med = {w: medians(runs[w]) for w in WAYS}
     ratio = {key: (round(med["hpo"][key] / med["optuna"][key], 4) if med["hpo"][key] is not None
                    and med["optuna"][key] else None) for key, _, fmt in FIGURES if fmt != "d"}

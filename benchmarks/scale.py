@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import hpo
+from benchmarks.cpu_share import proc_stat
 
 SPACE = hpo.SearchSpace({
     "lr": hpo.Float(1e-5, 1e-1, log=True),
@@ -142,15 +143,8 @@ THREAD_ROLES = {"MainThread": "main: Tune's loop, hpo's callbacks, the searcher"
 
 def _thread_cpu() -> dict[int, float]:
     """CPU seconds of each of this process's threads so far, by native thread id (Linux /proc)."""
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            raw = Path(f"/proc/self/task/{tid}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
+    stats = {int(tid): proc_stat(f"/proc/self/task/{tid}/stat") for tid in os.listdir("/proc/self/task")}
+    return {tid: st[1] for tid, st in stats.items() if st is not None}
 
 
 class RssSampler:
