@@ -431,13 +431,25 @@ class Experiment(_Strict):
         """Why trials of this search cannot share a Ray trial (None: they can)."""
         if not self.is_builtin:
             return "only the built-in task runs packed trials (a custom trainable reports for one trial)"
-        if capabilities(self.strategy.spec(), self.budget).decides_in_trial:
-            return (f"scheduler {self.strategy.scheduler!r} decides inside trials (stops, pauses or changes them "
-                    "between reports); packing needs `scheduler: fifo` (or another that does not)")
+        caps = capabilities(self.strategy.spec(), self.budget)
+        if caps.decides_in_trial and not caps.decides_in_worker:
+            return (f"scheduler {self.strategy.scheduler!r} pauses, resumes, changes or compares running trials "
+                    "between reports; packing needs `scheduler: fifo` or `asha` (or a plug-in that declares "
+                    "`decides_in_worker`)")
         if self.task.get("checkpoint_freq") or self._checkpoints_in_space():
             # inside a pack, a checkpoint would be the previous configuration's
             return "checkpoints are kept per Ray trial; packing needs `checkpoint_freq` unset (task and space)"
         return None
+
+    @property
+    def packs(self) -> bool:
+        """Whether trials of this search share Ray trials (``pack`` is not 1 and nothing forbids it)."""
+        return self.pack != 1 and not self.unpackable
+
+    @property
+    def asks_in_worker(self) -> bool:
+        """Whether packed trials ask the scheduler from their workers (:mod:`hpo.decisions`)."""
+        return self.packs and capabilities(self.strategy.spec(), self.budget).decides_in_worker
 
     def _checkpoints_in_space(self) -> bool:
         p = self.space.params.get("checkpoint_freq")

@@ -35,7 +35,18 @@ from hpo.disk_space import Reserve, describe
 from hpo.errors import MetricNotReportedError, mentions_disk_full
 from hpo.rundir import OUTCOMES_FILE, write_json
 from hpo.strategies import TrialOutcomes
-from hpo.wire import DISK_FULL_KEY, ERROR_KEY, NOT_METRICS, STEP_KEY, SUB_KEY, is_packed, result_steps, split_result
+from hpo.wire import (
+    DISK_FULL_KEY,
+    ERROR_KEY,
+    NOT_METRICS,
+    PRUNED_KEY,
+    RUNG_KEY,
+    STEP_KEY,
+    SUB_KEY,
+    is_packed,
+    result_steps,
+    split_result,
+)
 
 __all__ = ["DISK_FULL", "EXIT_CODES", "Collector", "CollectorStopper", "catch_signals", "resumes_as_interrupted"]
 
@@ -253,10 +264,16 @@ class Collector(Callback):
     # -- the stopper's work (Ray calls it through CollectorStopper) -----------------------------
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        if self.epoch_budget is not None:
-            for step, entry in result_steps(result):  # a packed trial's steps carry their own trial's id
-                key = entry.get(SUB_KEY, trial_id)
+        # Ray Tune calls the stopper first with every result, before the scheduler, the searcher or
+        # any callback: a stop the worker was told by the scheduler (hpo.decisions) is on record here.
+        for step, entry in result_steps(result):  # a packed trial's steps carry their own trial's id
+            key = entry.get(SUB_KEY, trial_id)
+            if self.epoch_budget is not None:
                 self.epochs[key] = max(self.epochs.get(key, 0), step)
+            if RUNG_KEY in entry:
+                self.outcomes.record_rung(key, *entry[RUNG_KEY])
+            if PRUNED_KEY in entry:
+                self.outcomes.record_pruned(key, entry[PRUNED_KEY])
         return False
 
     def interrupt(self, name: str) -> None:

@@ -32,19 +32,22 @@ from typing import Any
 from hpo.disk_space import RESERVE_FILE, notify
 from hpo.errors import HpoConfigError, is_disk_full
 
-__all__ = ["NIGHT_FILE", "OUTCOMES_FILE", "OWN_FILES", "STATE_FILE", "TRIALS_FILE", "find_run_dir", "has_ray_state",
-           "new_run_dir", "night_run_dir", "night_run_dirs", "read_json", "read_state", "recorded_tracking_uri",
-           "saved_records", "set_aside_ray_files", "trial_histories", "update_state", "write_json"]
+__all__ = ["DECISIONS_FILE", "NIGHT_FILE", "OUTCOMES_FILE", "OWN_FILES", "STATE_FILE", "TRIALS_FILE", "find_run_dir",
+           "has_ray_state", "new_run_dir", "night_run_dir", "night_run_dirs", "read_json", "read_state",
+           "recorded_tracking_uri", "saved_records", "set_aside_ray_files", "trial_histories", "update_state",
+           "write_json"]
 
 STATE_FILE = "hpo_state.json"
 TRIALS_FILE = "trials.json"  # every trial's record, written when a search ends
 OUTCOMES_FILE = "outcomes.json"  # how each trial ended so far, written with Ray's experiment state
 NIGHT_FILE = "night.json"  # hpo nightly: the night's lineage and fingerprint, then its exit code and summary
+DECISIONS_FILE = "decisions.jsonl"  # every question a packed trial asked its scheduler, and the answer (hpo.decisions)
 # Everything hpo itself writes into a run directory (fnmatch patterns): Ray's uploads of its staging
 # copy never write over these (hpo._compat.ray.atomic_uploads): the study export (hpo.study_file),
-# the disk reserve (hpo.disk_space), the best model (hpo.train.best), each completed trial's final
-# model (trial_models/, written by the trials: hpo.train.model_file), a failed start set aside.
-OWN_FILES = (STATE_FILE, TRIALS_FILE, OUTCOMES_FILE, NIGHT_FILE, "optuna.journal*", ".optuna.journal.*",
+# the disk reserve (hpo.disk_space), the scheduler's decisions log (hpo.decisions), the best model
+# (hpo.train.best), each completed trial's final model (trial_models/, written by the trials:
+# hpo.train.model_file), a failed start set aside.
+OWN_FILES = (STATE_FILE, TRIALS_FILE, OUTCOMES_FILE, NIGHT_FILE, DECISIONS_FILE, "optuna.journal*", ".optuna.journal.*",
              RESERVE_FILE, "best_model", "trial_models", ".abandoned-*", ".*.tmp")
 _STAMP = r"\d{8}-\d{6}(?:\.\d+)?"
 _DATE = r"\d{4}-\d{2}-\d{2}"

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from hpo.plots import SearchFiles
 from hpo.ray_env import check_cluster, ray_session, runtime_env_of, tune_settings
 from hpo.results import Results
 from hpo.rundir import (
+    DECISIONS_FILE,
     OUTCOMES_FILE,
     OWN_FILES,
     TRIALS_FILE,
@@ -144,7 +145,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
     from hpo.lifecycle import DISK_FULL, EXIT_CODES, Collector, catch_signals, resumes_as_interrupted
     from hpo.packing import PackingSearcher, Unpacker
     from hpo.progress import Progress
-    from hpo.strategies import TaggedStudy, TrialOutcomes, build_strategy, capabilities
+    from hpo.strategies import TaggedStudy, TrialOutcomes, build_scheduler, build_strategy, capabilities
     from hpo.tracking.mlflow import MlflowTracker
 
     num_samples = exp.resolved_num_samples()
@@ -153,8 +154,12 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
         slots = check_cluster(exp, session.ray, exp.storage_path)  # before anything is written or queued
         queue_trials(min(slots, exp.max_concurrent or slots))  # trials waiting for a worker: one per free slot
         dataset = data.result()  # its error, if any, ends the search here: Ray is shut down, nothing written
-        trainable = trainable_of(exp, fn, dataset, str(run_dir))
-        if restore and has_ray_state(run_dir):
+        resuming = restore and has_ray_state(run_dir)
+        # Packed ASHA: the trials ask the scheduler from their workers (as the search began, on resume)
+        asks = bool(read_state(run_dir).get("asks_in_worker")) if resuming else exp.asks_in_worker
+        ask = _decision_table(exp, run_dir) if asks else None
+        trainable = trainable_of(exp, fn, dataset, str(run_dir), ask=ask)
+        if resuming:
             if resumes_as_interrupted((read_json(run_dir / OUTCOMES_FILE, {}) or {}).get("stop_reason")):
                 from hpo._compat.ray import reopen_search
 
@@ -171,7 +176,8 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             set_aside_ray_files(run_dir)  # a start killed before Ray's first state save: nothing to resume
-            update_state(run_dir, experiment=exp.to_record(), created=time.time())  # keeps a recorded MLflow parent
+            update_state(run_dir, experiment=exp.to_record(), created=time.time(),  # keeps a recorded MLflow parent
+                         asks_in_worker=asks)
             outcomes = TrialOutcomes()
             study = study or {}
             searcher, scheduler = build_strategy(exp.strategy.spec(), exp.space, exp.metrics, exp.modes, exp.budget,
@@ -192,7 +198,10 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             downstream: list[Any] = [Progress(num_samples, exp.metrics[0], exp.modes[0], outcomes)]
             downstream += [tracker] if tracker else []
             tune_samples, unpacker = num_samples, None
-            if exp.pack != 1 and not exp.unpackable:
+            if asks:  # Ray Tune's own scheduler then decides nothing inside the (packed) Ray trials
+                scheduler = build_scheduler(replace(exp.strategy.spec(), scheduler="fifo", scheduler_options={}),
+                                            exp.space, exp.budget, outcomes)
+            if exp.packs:
                 # Short trials share Ray trials; every hpo callback sees each one as its own trial.
                 searcher = PackingSearcher(searcher, num_samples, exp.pack, adaptive=caps.learns_from_results)
                 unpacker = Unpacker(downstream)
@@ -300,6 +309,18 @@ def _fit_and_record(exp: Experiment, tuner: Any, collector: Any, outcomes: Any, 
             tracker.finish(results, failed=failed, killed=results.interrupted is not None)
             results.mlflow_experiment_id, results.parent_run_id = tracker.experiment_id, tracker.parent_run_id
     return results
+
+
+def _decision_table(exp: Experiment, run_dir: Path) -> Any:
+    """The search's scheduler in a decision table the packed trials ask (:mod:`hpo.decisions`); its
+    log in the run directory brings a resumed search's table back to where it was."""
+    from hpo.decisions import start_table
+    from hpo.strategies import TrialOutcomes, build_scheduler, capabilities
+
+    spec = exp.strategy.spec()
+    scheduler = build_scheduler(spec, exp.space, exp.budget, TrialOutcomes())
+    return start_table(scheduler, exp.metrics[0], exp.modes[0], str(run_dir / DECISIONS_FILE),
+                       capabilities(spec, exp.budget).decision_steps)
 
 
 def _absolute(path: str | Path) -> str:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["DISK_FULL_KEY", "DONE_KEY", "END_KEY", "ERROR_KEY", "GPU_KEY", "HISTORY_KEY", "NODE_KEY", "NOT_METRICS",
-           "PACK_KEY", "STARTED_KEY", "STEP_KEY", "SUB_KEY", "TIME_KEY", "KeepModels", "ReportPlan", "is_packed",
-           "result_steps", "split_result", "trial_metrics", "with_epoch_step"]
+           "PACK_KEY", "PRUNED_KEY", "RUNG_KEY", "STARTED_KEY", "STEP_KEY", "SUB_KEY", "TIME_KEY", "KeepModels",
+           "ReportPlan", "is_packed", "result_steps", "split_result", "trial_metrics", "with_epoch_step"]
 
 NODE_KEY = "hpo_node"
 TIME_KEY = "hpo_time"  # wall-clock time of the report (Ray's own timestamp is whole seconds)
@@ -25,6 +25,8 @@ SUB_KEY = "hpo_sub"  # in each step of a packed trial: the id of the trial it be
 END_KEY = "hpo_sub_end"  # the step is its trial's last
 ERROR_KEY = "hpo_sub_error"  # the trial raised: the last line of its traceback
 DISK_FULL_KEY = "hpo_disk_full"  # the step's checkpoint could not be written: the storage path is full
+PRUNED_KEY = "hpo_pruned"  # the scheduler asked from the worker stopped the trial at this step (hpo.decisions)
+RUNG_KEY = "hpo_rung"  # [rung index, its step]: the highest rung the trial is recorded at (hpo.decisions)
 
 # Ray's bookkeeping fields (ray.tune.result.AUTO_RESULT_KEYS, DEBUG_METRICS and friends):
 # listed here so importing this module does not import Ray.
@@ -33,7 +35,7 @@ NOT_METRICS = frozenset({
     "time_this_iter_s", "timestamp", "date", "time_since_restore", "timesteps_since_restore",
     "iterations_since_restore", "config", "checkpoint_dir_name", "trial_id", "experiment_id", "done",
     "should_checkpoint", "experiment_tag", NODE_KEY, TIME_KEY, GPU_KEY, STEP_KEY, HISTORY_KEY, STARTED_KEY,
-    SUB_KEY, END_KEY, ERROR_KEY, DISK_FULL_KEY,
+    SUB_KEY, END_KEY, ERROR_KEY, DISK_FULL_KEY, PRUNED_KEY, RUNG_KEY,
 })
 
 
@@ -94,7 +96,7 @@ def split_result(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-_STEP_FIELDS = frozenset({STEP_KEY, TIME_KEY, STARTED_KEY, SUB_KEY, END_KEY, ERROR_KEY})
+_STEP_FIELDS = frozenset({STEP_KEY, TIME_KEY, STARTED_KEY, SUB_KEY, END_KEY, ERROR_KEY, PRUNED_KEY, RUNG_KEY})
 # Ray's bookkeeping of the packed trial's report: not a property of any one trial in it
 _RAY_FIELDS = frozenset({"training_iteration", "time_total_s", "time_this_iter_s", "time_since_restore",
                          "iterations_since_restore", "timestamp", "date", "done", "trial_id", "experiment_tag",

@@ -42,6 +42,7 @@ __all__ = [
     "StrategySpec",
     "TaggedStudy",
     "TrialOutcomes",
+    "build_scheduler",
     "build_strategy",
     "canonical_name",
     "capabilities",
@@ -77,8 +78,9 @@ class Capabilities:
     Attributes:
         searcher, scheduler: the canonical names (aliases resolved).
         learns_from_results: the searcher's suggestions depend on finished trials.
-        decides_in_trial: the scheduler stops, pauses or changes trials between reports
-            (packing impossible).
+        decides_in_trial: the scheduler stops, pauses or changes trials between reports.
+        decides_in_worker: its decisions can be asked from inside a packed trial's worker
+            (:mod:`hpo.decisions`): trials are packed even though it decides inside them.
         needs_checkpoints: trials continue from checkpoints (HyperBand pauses, PBT copies).
         rewrites_configs: the scheduler changes configs mid-trial (PBT): Ray samples the space
             (``space.to_ray()``), MLflow logs each hyperparameter's schedule.
@@ -92,6 +94,7 @@ class Capabilities:
     scheduler: str
     learns_from_results: bool
     decides_in_trial: bool
+    decides_in_worker: bool
     needs_checkpoints: bool
     rewrites_configs: bool
     checkpoint_interval: int | None
@@ -116,6 +119,7 @@ def capabilities(spec: StrategySpec, budget: int | None = None) -> Capabilities:
         scheduler=scheduler.name,
         learns_from_results=searcher.learns_from_results,
         decides_in_trial=bool(scheduler.decides_in_trial),
+        decides_in_worker=scheduler.decides_in_worker,
         needs_checkpoints=scheduler.needs_checkpoints,
         rewrites_configs=scheduler.rewrites_configs,
         checkpoint_interval=scheduler.checkpoint_interval(spec.scheduler_options),
@@ -226,12 +230,24 @@ def build_strategy(
         searcher = OptunaSearcher(space, sampler, metrics, modes, outcomes, storage=storage, study_name=study_name)
     else:
         searcher = searcher_info.factory(space, metrics, modes, spec.seed, **spec.searcher_options)
-    # Ray hands metric and mode to the scheduler from TuneConfig.
+    return searcher, build_scheduler(spec, space, budget, outcomes, scheduler_info)
+
+
+def build_scheduler(spec: StrategySpec, space: SearchSpace | None, budget: int | None, outcomes: TrialOutcomes,
+                    info: StrategyInfo | None = None) -> Any:
+    """The spec's Ray scheduler, wrapped so that its early stops are recorded in ``outcomes``
+    (metric and mode are set later, as Ray Tune sets them). The spec is assumed checked.
+
+    Example:
+        >>> build_scheduler(StrategySpec("random", "asha"), None, 9, TrialOutcomes()).inner.__class__.__name__
+        'ASHA'
+    """
+    info = info or get_strategy(spec.scheduler, "scheduler", "strategy.scheduler")
     given = {"outcomes": outcomes, "budget": budget, "space": space}
-    takes = inspect.signature(scheduler_info.factory).parameters
+    takes = inspect.signature(info.factory).parameters
     inputs = {name: given[name] for name in _SCHEDULER_INPUTS if name in takes}
-    scheduler = scheduler_info.factory(**inputs, **spec.scheduler_options)
-    return searcher, wrap_scheduler(scheduler, outcomes, budget, space)
+    scheduler = info.factory(**inputs, **spec.scheduler_options)
+    return wrap_scheduler(scheduler, outcomes, budget, space)
 
 
 def __getattr__(name: str) -> Any:

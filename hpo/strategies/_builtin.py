@@ -227,7 +227,7 @@ BUILTINS = [
     StrategyInfo("fifo", "scheduler", "Run every trial to its full budget (no early stopping)", _fifo,
                  multi_objective=True, aliases=("none",), decides_in_trial=False),
     StrategyInfo("asha", "scheduler", "Asynchronous successive halving: stop the worst trials at each rung", _asha,
-                 needs_budget=True, milestones=_asha_milestones,
+                 needs_budget=True, milestones=_asha_milestones, decides_in_worker=True,
                  constraints={"grace_period": [Interval(int, 1, None)],
                               "reduction_factor": [Interval(float, 1, None, closed="neither")],
                               "brackets": [Interval(int, 1, None)]},

@@ -58,6 +58,10 @@ class StrategyInfo:
             (TPE, GP, CMA-ES; False for grid, random, Sobol), so packing keeps results flowing.
         decides_in_trial: scheduler: stops, pauses or changes trials between reports, so trials
             cannot be packed into one Ray trial (default True for schedulers, False for FIFO).
+        decides_in_worker: scheduler: its only decisions are CONTINUE and STOP, each from one trial's
+            own results at its decision steps, against a table of the others' (ASHA): a packed
+            trial can then ask it from its worker (:mod:`hpo.decisions`), so its trials are packed.
+            Schedulers that pause, resume or compare running trials (HyperBand, median, PBT) do not.
         needs_checkpoints: scheduler: continues trials from checkpoints (HyperBand pauses and
             resumes, PBT copies), so the built-in task must save them.
         rewrites_configs: scheduler: changes a trial's configuration mid-trial (PBT); it then
@@ -82,6 +86,7 @@ class StrategyInfo:
     aliases: tuple[str, ...] = field(default=())
     learns_from_results: bool = True
     decides_in_trial: bool | None = None
+    decides_in_worker: bool = False
     needs_checkpoints: bool = False
     rewrites_configs: bool = False
     checkpoint_every: str | None = None

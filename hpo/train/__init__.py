@@ -10,19 +10,20 @@ from hpo.train.task import TaskConfig, validate_task
 
 
 def train(config: dict[str, Any], data: Any = None, threads: int = 1, task: dict[str, Any] | None = None,
-          plan: Any = None, keep: Any = None) -> None:
+          plan: Any = None, keep: Any = None, ask: Any = None) -> None:
     """Ray Tune function trainable for the built-in task (torch is imported on first call).
 
     ``task`` holds the experiment's fixed settings; the trial's sampled ``config`` overrides them.
-    ``keep`` (:class:`hpo.wire.KeepModels`) says where a trial that completes keeps its final model.
+    ``keep`` (:class:`hpo.wire.KeepModels`) says where a trial that completes keeps its final model;
+    ``ask`` (:class:`hpo.decisions.AskScheduler`), when the scheduler is asked from the worker.
     """
     from hpo.wire import PACK_KEY
 
     if PACK_KEY in config:  # several configurations in one Ray trial (hpo.packing)
         from hpo.train.loop import train_pack
 
-        train_pack(config, task or {}, data, threads, plan, keep)
+        train_pack(config, task or {}, data, threads, plan, keep, ask)
     else:
         from hpo.train.loop import train as _train
 
-        _train({**(task or {}), **config}, data, threads, plan, keep)
+        _train({**(task or {}), **config}, data, threads, plan, keep, ask)

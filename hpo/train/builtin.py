@@ -58,23 +58,26 @@ def builtin_task(exp: Experiment) -> dict[str, Any]:
     return task
 
 
-def report_plan(exp: Experiment) -> ReportPlan:
+def report_plan(exp: Experiment, asked_in_worker: bool = False) -> ReportPlan:
     """The epochs the scheduler decides at, so the built-in task reports just those (and the
-    others along with them): none without early stopping, ASHA its rungs, otherwise every epoch."""
+    others along with them): none without early stopping, ASHA its rungs, otherwise every epoch.
+    None either when the trials ask the scheduler themselves (``asked_in_worker``, :mod:`hpo.decisions`)."""
     from hpo.strategies import capabilities
     from hpo.wire import ReportPlan
 
-    steps = capabilities(exp.strategy.spec(), exp.budget).decision_steps
+    steps = frozenset() if asked_in_worker else capabilities(exp.strategy.spec(), exp.budget).decision_steps
     if steps is None:
         return ReportPlan(None)
     return ReportPlan(frozenset(steps), exp.tracking.flush_interval_s / 2)  # live enough for the MLflow writer
 
 
-def trainable_of(exp: Experiment, fn: Callable[..., Any] | None, data: Any, run_dir: str | None = None) -> Any:
+def trainable_of(exp: Experiment, fn: Callable[..., Any] | None, data: Any, run_dir: str | None = None,
+                 ask: Any = None) -> Any:
     """What Ray Tune runs per trial: the built-in task with its data (put in Ray's object store once),
     report plan and, given the search's ``run_dir``, where each completed trial keeps its final model
-    (unless ``task.test_best`` is false: no best model is kept then); or the user's function (``fn``,
-    else the experiment's import path); with the trial's resources."""
+    (unless ``task.test_best`` is false: no best model is kept then) and, given ``ask``, the
+    scheduler's decision table (:mod:`hpo.decisions`); or the user's function (``fn``, else the
+    experiment's import path); with the trial's resources."""
     from ray import tune
 
     resources: dict[str, float] = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
@@ -92,7 +95,8 @@ def trainable_of(exp: Experiment, fn: Callable[..., Any] | None, data: Any, run_
         run = memory_capped(train, memory) if memory is not None else train
         keep = KeepModels(str(run_dir), exp.strategy.max_t) if run_dir and task.get("test_best", True) else None
         return tune.with_resources(tune.with_parameters(run, data=data, threads=threads, task=task,
-                                                        plan=report_plan(exp), keep=keep), resources)
+                                                        plan=report_plan(exp, ask is not None), keep=keep,
+                                                        ask=ask), resources)
     if fn is None:
         from hpo._imports import import_callable
 

@@ -26,7 +26,7 @@ from hpo.train.data import Dataset, DataSpec, Split, load_dataset, matches
 from hpo.train.models import build_model
 from hpo.train.optim import Schedule, build_optimizer
 from hpo.train.task import TaskConfig
-from hpo.wire import KeepModels, ReportPlan
+from hpo.wire import PRUNED_KEY, KeepModels, ReportPlan
 
 _REGRESSION_LOSSES: dict[str, Any] = {
     "mse": nn.functional.mse_loss, "mae": nn.functional.l1_loss, "huber": nn.functional.huber_loss,
@@ -347,7 +347,7 @@ def fit(config: dict[str, Any], data: Dataset | None = None, threads: int | None
 
 
 def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1,
-          plan: ReportPlan | None = None, keep: KeepModels | None = None) -> None:
+          plan: ReportPlan | None = None, keep: KeepModels | None = None, ask: Any = None) -> None:
     """Ray Tune function trainable for the built-in task: reports metrics every epoch.
 
     Reports ``train_loss``, ``val_loss``, the task's validation metrics, ``epoch_time_s``,
@@ -357,25 +357,27 @@ def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1,
     with this trial's mutated learning rate and weight decay). ``plan`` says which epochs the
     scheduler decides at: the epochs in between travel with the next report. With ``keep``, a
     trial that completes its budget saves its final model first (:func:`keep_final_model`).
+    With ``ask`` (:class:`hpo.decisions.AskScheduler`), the scheduler is asked from here.
     """
     from hpo.session import Reporter
 
     trial_id = None
-    if keep is not None:
+    if keep is not None or ask is not None:
         from ray import tune
 
         trial_id = tune.get_context().get_trial_id()
     report = Reporter(plan)
     try:
-        _train_one(config, data, threads, report, keep, trial_id)
+        _train_one(config, data, threads, report, keep, trial_id, ask)
     finally:
         report.flush()  # the epochs since the last report, also when training raised
 
 
 def train_pack(config: dict[str, Any], task: dict[str, Any], data: Dataset | None = None, threads: int = 1,
-               plan: ReportPlan | None = None, keep: KeepModels | None = None) -> None:
+               plan: ReportPlan | None = None, keep: KeepModels | None = None, ask: Any = None) -> None:
     """A packed Ray trial (:mod:`hpo.packing`): its trials one after another, their steps tagged
-    with their own ids. A trial that raises is reported as failed and the next one starts."""
+    with their own ids. A trial that raises is reported as failed and the next one starts; one
+    the scheduler stops (``ask``: :mod:`hpo.decisions`) ends there and the next one starts."""
     from hpo.session import Reporter
     from hpo.wire import DONE_KEY, PACK_KEY
 
@@ -386,8 +388,10 @@ def train_pack(config: dict[str, Any], task: dict[str, Any], data: Dataset | Non
         for i, (sid, sub) in enumerate(todo):
             report.begin(sid, final=i == len(todo) - 1)
             try:
-                _train_one({**task, **sub}, data, threads, report, keep, sid)
+                _train_one({**task, **sub}, data, threads, report, keep, sid, ask)
             except Exception as exc:  # noqa: BLE001  (one configuration's failure is its own)
+                if ask is not None:
+                    ask.failed(sid)
                 report.fail(f"{type(exc).__name__}: {exc}"[:500])
     finally:
         report.flush()
@@ -426,7 +430,7 @@ def keep_final_model(run: TaskRun, run_dir: str, trial_id: str, metrics: dict[st
 
 
 def _train_one(config: dict[str, Any], data: Dataset | None, threads: int, report: Any,
-               keep: KeepModels | None = None, trial_id: str | None = None) -> TaskRun:
+               keep: KeepModels | None = None, trial_id: str | None = None, ask: Any = None) -> TaskRun:
     from ray import tune
 
     from hpo.train.model_file import load_payload
@@ -439,7 +443,15 @@ def _train_one(config: dict[str, Any], data: Dataset | None, threads: int, repor
     freq = run.cfg.checkpoint_freq
     for metrics in run.epochs():
         last = run.epoch == run.cfg.epochs or "diverged" in metrics or "early_stopped" in metrics
-        if keep is not None and trial_id and "diverged" not in metrics and (last or run.epoch == keep.max_t):
+        pruned = False
+        answer = ask(trial_id, run.epoch, metrics, last) if ask is not None and trial_id else None
+        if answer is not None:  # the scheduler, asked from here (hpo.decisions)
+            stop, marks = answer
+            metrics = {**metrics, **marks}
+            pruned = PRUNED_KEY in marks
+            last = last or stop
+        if keep is not None and trial_id and "diverged" not in metrics and not pruned \
+                and (last or run.epoch == keep.max_t):
             # Before the report: a scheduler may stop the trial's worker once it has its last result.
             keep_final_model(run, keep.run_dir, trial_id, metrics)
         if freq and (run.epoch % freq == 0 or last) and "diverged" not in metrics:
@@ -448,4 +460,6 @@ def _train_one(config: dict[str, Any], data: Dataset | None, threads: int, repor
                 report(run.epoch, metrics, checkpoint=tune.Checkpoint.from_directory(tmp), last=last)
         else:
             report(run.epoch, metrics, last=last)
+        if last:
+            break  # stopped by the scheduler before its budget
     return run

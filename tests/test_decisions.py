@@ -1,0 +1,228 @@
+"""ASHA asked from inside packed trials' workers (hpo/decisions.py).
+
+Unit tests drive the decision table with the questions a worker asks (its scheduler's decision
+steps and its last step only) and Ray's own ``AsyncHyperBandScheduler`` the way Ray Tune's
+controller drives it for an unpacked trial that reports every step: the decisions must be the
+same. The search runs on the real two-node Ray cluster, with the table in a real Ray actor, and
+its decisions log is replayed through Ray's scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+import hpo
+from hpo import Float, Int
+from hpo.decisions import DecisionTable
+from hpo.lifecycle import Collector
+from hpo.strategies import StrategySpec, TrialOutcomes, build_scheduler, capabilities
+from hpo.wire import HISTORY_KEY, PRUNED_KEY, RUNG_KEY, STEP_KEY, SUB_KEY
+
+
+class _RayTrial:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+def _rays_asha(options: dict[str, Any], max_t: int, metric: str, mode: str) -> AsyncHyperBandScheduler:
+    ray = AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, **options)
+    ray.set_search_properties(metric, mode)
+    return ray
+
+
+def _trials(rng: random.Random, n: int, max_t: int) -> list[tuple[str, list[float]]]:
+    """Learning curves: each trial's values per step, some cut short (diverged, patience)."""
+    out = []
+    for i in range(n):
+        level, speed = rng.uniform(0.2, 0.9), rng.uniform(0.05, 0.5)
+        length = max_t if rng.random() > 0.15 else rng.randint(1, max_t)
+        out.append((f"t{i:03d}", [level + (1 - level) * (1 - (1 - speed) ** s) + rng.gauss(0, 0.02)
+                                  for s in range(1, length + 1)]))
+    return out
+
+
+def _run_both(trials: list[tuple[str, list[float]]], options: dict[str, Any], max_t: int, mode: str, seed: int,
+              workers: int = 3) -> tuple[list[tuple[str, int, str]], list[tuple[str, int, str]], DecisionTable, Any]:
+    """Run the trials on ``workers`` simulated workers in a random interleaving, both ways.
+
+    Ray's way: every step is a result (``on_trial_result``), ``on_trial_complete`` after a STOP or
+    at the trial's last step, as Ray Tune's controller does. hpo's way: the worker asks the table
+    only at the decision steps and its last step. Returns each way's (trial, step, decision) list.
+    """
+    rng = random.Random(seed)
+    steps = capabilities(StrategySpec("random", "asha", scheduler_options=options), max_t).decision_steps
+    assert steps is not None
+    table = DecisionTable(build_scheduler(StrategySpec("random", "asha", scheduler_options=options), None, max_t,
+                                          TrialOutcomes()), "acc", mode)
+    ray = _rays_asha(options, max_t, "acc", mode)
+    queue = list(trials)
+    running: list[list[Any]] = []  # [trial id, values, next step index]
+    ray_says: list[tuple[str, int, str]] = []
+    table_says: list[tuple[str, int, str]] = []
+    while queue or running:
+        while queue and len(running) < workers:
+            tid, values = queue.pop(0)
+            ray.on_trial_add(None, _RayTrial(tid))
+            running.append([tid, values, 0])
+        w = running[rng.randrange(len(running))]
+        tid, values, i = w
+        step, value, last = i + 1, values[i], i + 1 == len(values)
+        trial = _RayTrial(tid)
+        decision = ray.on_trial_result(None, trial, {"training_iteration": step, "acc": value})
+        if decision == TrialScheduler.STOP or last:
+            ray.on_trial_complete(None, trial, {"training_iteration": step, "acc": value})
+        # at its last step a trial ends whatever the scheduler says (Ray's ASHA says STOP at max_t)
+        ray_says.append((tid, step, "END" if last else str(decision)))
+        if step in steps or last:
+            answer = table.ask(tid, step, value, decide=step in steps, last=last)
+            table_says.append((tid, step, "END" if last else "STOP" if answer["stop"] else "CONTINUE"))
+        else:
+            table_says.append((tid, step, "CONTINUE"))  # not asked: the trial goes on
+        if decision == TrialScheduler.STOP or last:
+            running.remove(w)
+        else:
+            w[2] += 1
+    return ray_says, table_says, table, ray
+
+
+@pytest.mark.parametrize("options, max_t", [
+    ({"grace_period": 1, "reduction_factor": 3}, 9),
+    ({"grace_period": 2, "reduction_factor": 3}, 20),  # the quickstart's rungs 2, 6, 18 (20 epochs)
+    ({"grace_period": 1, "reduction_factor": 2}, 10),
+    ({"grace_period": 1, "reduction_factor": 2.5}, 20),  # fractional rungs, decided at the next whole step
+    ({"grace_period": 1, "reduction_factor": 4}, 16),
+])
+@pytest.mark.parametrize("mode", ["max", "min"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_table_decides_exactly_as_rays_asha_driven_by_ray_tune(options: dict[str, Any], max_t: int,
+                                                                    mode: str, seed: int) -> None:
+    trials = _trials(random.Random(seed), 60, max_t)
+    ray_says, table_says, table, ray = _run_both(trials, options, max_t, mode, seed)
+    assert table_says == ray_says
+    stops = [(t, s) for t, s, d in ray_says if d == "STOP"]
+    assert len(stops) >= 10  # the sequence really prunes
+    assert [[dict(r) for _, r in b._rungs] for b in ray._brackets] == \
+        [[dict(r) for _, r in b._rungs] for b in table.scheduler.inner._brackets]  # the same rung tables
+    outcomes = table.scheduler.outcomes
+    # pruned: exactly Ray's early stops (and a trial ending early at a rung where Ray says STOP)
+    assert set(stops) <= set(outcomes.as_dict().items())
+    assert all(s < max_t for s in outcomes.as_dict().values())
+
+
+def test_a_table_started_from_its_log_goes_on_exactly_where_the_last_one_stopped(tmp_path: Path) -> None:
+    spec = StrategySpec("random", "asha", scheduler_options={"grace_period": 1, "reduction_factor": 3})
+    log = tmp_path / "decisions.jsonl"
+    rng = random.Random(5)
+    per_trial = [[(tid, step, value, step in (1, 3, 9), step == len(values))
+                  for step, value in enumerate(values, 1) if step in (1, 3, 9) or step == len(values)]
+                 for tid, values in _trials(rng, 40, 9)]
+    questions = []
+    while any(per_trial):  # the trials' questions interleaved at random, each trial's in order
+        q = rng.choice([q for q in per_trial if q])
+        questions.append(q.pop(0))
+
+    def table(path: Path | None) -> DecisionTable:
+        return DecisionTable(build_scheduler(spec, None, 9, TrialOutcomes()), "acc", "max",
+                             None if path is None else str(path))
+
+    whole = table(None)
+    expected = [whole.ask(t, s, v, decide=d, last=last) for t, s, v, d, last in questions]
+    first = table(log)
+    half = len(questions) // 2
+    answers = [first.ask(t, s, v, decide=d, last=last) for t, s, v, d, last in questions[:half]]
+    first.close()
+    with open(log, "a") as f:
+        f.write('{"trial": "t0')  # a line cut short by a kill: skipped
+    second = table(log)  # a resumed search's table (or a restarted actor)
+    answers += [second.ask(t, s, v, decide=d, last=last) for t, s, v, d, last in questions[half:]]
+    assert answers == expected
+    assert any(a["stop"] for a in answers[half:]) and any(a["pruned"] for a in answers[half:])
+    lines = log.read_text().splitlines()
+    assert sum(1 for line in lines if line.startswith("{") and line.endswith("}")) == len(questions)
+
+
+def test_a_configuration_run_again_after_its_stop_is_stopped_again_and_the_table_unchanged() -> None:
+    spec = StrategySpec("random", "asha", scheduler_options={"grace_period": 1, "reduction_factor": 3})
+    table = DecisionTable(build_scheduler(spec, None, 9, TrialOutcomes()), "acc", "max")
+    table.ask("a", 1, 0.9, decide=True, last=False)
+    assert table.ask("b", 1, 0.1, decide=True, last=False)["stop"]
+    rungs = [dict(r) for _, r in table.scheduler.inner._brackets[0]._rungs]
+    # b's pack failed before the driver heard of its stop: the retry runs b again from its start
+    again = table.ask("b", 1, 0.95, decide=True, last=False)
+    assert again == {"stop": True, "pruned": 1, "rung": [0, 1]}
+    assert [dict(r) for _, r in table.scheduler.inner._brackets[0]._rungs] == rungs
+
+
+def test_the_collector_records_a_stop_told_in_the_worker_before_anything_sees_the_result() -> None:
+    outcomes = TrialOutcomes()
+    collector = Collector(["acc"], None, outcomes)
+    packed = {SUB_KEY: "r.01", STEP_KEY: 1, "acc": 0.4, PRUNED_KEY: 1, RUNG_KEY: [0, 1],
+              HISTORY_KEY: [{SUB_KEY: "r.00", STEP_KEY: 3, "acc": 0.9, RUNG_KEY: [1, 3]}]}
+    assert collector("r", packed) is False
+    assert outcomes.pruned_at("r.01") == 1 and outcomes.rung_of("r.01") == (0, 1)
+    assert outcomes.pruned_at("r.00") is None and outcomes.rung_of("r.00") == (1, 3)
+    collector("u", {STEP_KEY: 2, "acc": 0.1, PRUNED_KEY: 2})  # an unpacked trial: its own id
+    assert outcomes.pruned_at("u") == 2
+
+
+def _replay_through_ray(lines: list[dict[str, Any]], max_t: int) -> list[bool]:
+    """Ray's ASHA driven by the logged questions as Ray Tune drives it: its STOP decisions."""
+    ray = _rays_asha({"grace_period": 1, "reduction_factor": 3}, max_t, "val_accuracy", "max")
+    seen: set[str] = set()
+    stops = []
+    for q in lines:
+        trial = _RayTrial(q["trial"])
+        if q["trial"] not in seen:
+            seen.add(q["trial"])
+            ray.on_trial_add(None, trial)
+        result = {"training_iteration": q["step"], "val_accuracy": q["value"]}
+        stop = q["decide"] and ray.on_trial_result(None, trial, result) == TrialScheduler.STOP
+        if stop or q["last"]:
+            ray.on_trial_complete(None, trial, result)
+        stops.append(stop)
+    return stops
+
+
+@pytest.mark.slow
+def test_a_packed_asha_search_prunes_each_configuration_as_rays_asha_would(in_tmp: Path, ray_address: str) -> None:
+    results = hpo.run(name="packedasha", task={"dataset": "iris", "epochs": 9},
+                      space={"lr": Float(1e-3, 0.3, log=True), "hidden": Int(4, 64)}, metric="val_accuracy",
+                      mode="max", strategy={"searcher": "random", "seed": 3, "scheduler": {
+                          "name": "asha", "grace_period": 1, "reduction_factor": 3}},
+                      num_samples=24, pack=4, max_concurrent=2, address=ray_address)
+    ids = [t.trial_id for t in results.trials]
+    assert len(ids) == 24 and all("." in i for i in ids)  # packs of 4, each configuration its own trial
+    lines = [json.loads(line) for line in (Path(results.storage_path) / "decisions.jsonl").read_text().splitlines()]
+    assert _replay_through_ray(lines, 9) == [q["stop"] for q in lines]  # the same sequence, the same decisions
+    pruned = {q["trial"]: q["step"] for q in lines if q["stop"] and q["step"] < 9}
+    assert len(pruned) >= 4, lines
+    by_id = {t.trial_id: t for t in results.trials}
+    for tid, trial in by_id.items():
+        if tid in pruned:
+            assert trial.status == "pruned" and trial.pruned_at == pruned[tid] and trial.steps == pruned[tid]
+        else:
+            assert trial.status == "completed" and trial.steps == 9, (tid, trial)
+    # Optuna holds each pruned configuration as PRUNED, with its value at every step it reached
+    study = {t.user_attrs.get("ray_trial_id", t.number): t for t in results.study.trials}
+    states = sorted(str(t.state).split(".")[-1] for t in study.values())
+    assert states.count("PRUNED") == len(pruned) and states.count("COMPLETE") == 24 - len(pruned), states
+    for t in results.study.trials:
+        if str(t.state).endswith("PRUNED"):
+            assert max(t.intermediate_values) in pruned.values() and 1 in t.intermediate_values
+    db = sqlite3.connect(in_tmp / "mlflow.db")
+    rows = db.execute("SELECT t.value, s.value FROM tags t JOIN tags s ON s.run_uuid=t.run_uuid "
+                      "WHERE t.key='hpo.trial_id' AND s.key='hpo.status'").fetchall()
+    assert sorted((tid, status.split(" ")[0]) for tid, status in rows) == sorted(
+        (tid, t.status) for tid, t in by_id.items())  # one MLflow run each, the same status ("pruned at epoch N")
+    for tid, step in pruned.items():
+        (run_id,) = db.execute("SELECT run_uuid FROM tags WHERE key='hpo.trial_id' AND value=?", (tid,)).fetchone()
+        steps = sorted(s for (s,) in db.execute(
+            "SELECT step FROM metrics WHERE run_uuid=? AND key='val_accuracy'", (run_id,)))
+        assert steps == list(range(1, step + 1))  # every epoch it ran, none after its stop
