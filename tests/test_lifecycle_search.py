@@ -302,3 +302,36 @@ def test_kill_9_then_resume_keeps_pruned_records_and_the_epoch_budget_spent(tmp_
     recorded = sum(r["steps"] for r in saved_records(run_dir))
     assert summary["stop_reason"] == "epoch budget" and spent_before < 80
     assert 80 <= spent_total <= 80 + 2 * 4 and recorded <= spent_total, (spent_total, recorded, spent_before)
+
+
+def test_sigint_on_a_packed_asha_search_then_resume_goes_on_with_the_same_rungs(tmp_path, ray_address):
+    from tests.test_decisions import _replay_through_ray
+
+    exp = _yaml(tmp_path, "name: pasha\ntask: {dataset: digits, epochs: 9, batch_size: 8, test_best: false}\n"
+                          "space:\n  lr: {type: float, low: 0.001, high: 0.3, log: true}\n"
+                          "  hidden: {type: int, low: 4, high: 64}\nmetric: val_accuracy\nmode: max\n"
+                          "strategy: {searcher: random, seed: 2, scheduler: {name: asha, grace_period: 1, "
+                          "reduction_factor: 3}}\nnum_samples: 18\npack: 3\nmax_concurrent: 2\n")
+    db = tmp_path / "mlflow.db"
+    proc = start_hpo(tmp_path, "run", str(exp), "--address", ray_address)
+    seen = read_until(proc, " pruned at step ")  # the table has stopped a configuration
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (seen + err)[-3000:]
+    run_dir = find_run_dir("pasha", str(tmp_path / "hpo_results"))
+    log = run_dir / "decisions.jsonl"
+    asked_before = len(log.read_text().splitlines())
+    out = hpo_cli("resume", "pasha", "--json", "--address", ray_address, cwd=tmp_path)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    statuses = check_records(run_dir, db, "val_accuracy", total=18)
+    assert summary["num_trials"] == 18, summary
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(lines) > asked_before  # the resumed search asked the same table's log
+    # one sequence across the interrupt, decided as Ray's ASHA decides it: the resumed table
+    # started from every value recorded before (an empty one would let worse trials through)
+    assert _replay_through_ray(lines, 9) == [q["stop"] for q in lines]
+    pruned = {q["trial"]: q["step"] for q in lines if q["stop"] and q["step"] < 9}
+    recorded = {t for t, s in statuses.items() if s == "pruned"}
+    # a stop answered just as the interrupt cut its pack never reached the driver: that one is cut
+    assert recorded <= set(pruned) and all(statuses[t] == "cut" for t in set(pruned) - recorded), (statuses, pruned)
+    assert len(recorded) >= 3
