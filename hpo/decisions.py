@@ -169,6 +169,19 @@ class AskScheduler:
             marks[RUNG_KEY] = answer["rung"]
         return bool(answer["stop"]), marks
 
+    def close(self) -> None:
+        """End the table's actor (the search is over; on a joined cluster it would outlive it).
+        Its log is complete: every answer was written before it was returned."""
+        import ray
+
+        if self.actor is None:
+            return
+        actor, self.actor = self.actor, None
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001  (Ray already shut down: the actor went with it)
+            pass
+
     def failed(self, trial_id: str) -> None:
         """The trial raised: the scheduler is told, as Ray Tune tells it of a failed trial."""
         import ray

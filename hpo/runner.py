@@ -251,12 +251,19 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             model_logger.start()  # its helper gets ready, at the lowest priority, while the trials run
         # The end-of-search writes too: a signal there still records all. A write of the search
         # that finds the disk full stops it like a signal (hpo.disk_space).
+
+        def release_ray() -> None:
+            if ask is not None:
+                ask.close()  # the decision table's actor: a joined cluster would keep it otherwise
+            session.release()
+
         try:
             with catch_signals(collector), watch(run_dir, collector.disk_is_full), \
                     atomic_uploads(keep=OWN_FILES):
-                results = _fit_and_record(exp, tuner, collector, outcomes, tracker, dataset, run_dir,
-                                          session.release)
+                results = _fit_and_record(exp, tuner, collector, outcomes, tracker, dataset, run_dir, release_ray)
         finally:
+            if ask is not None:
+                ask.close()
             if isinstance(model_logger, ModelLogger):
                 model_logger.close()  # its helper, if the search ended with no model to log
     if collector.error is not None:
