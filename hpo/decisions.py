@@ -189,9 +189,12 @@ class AskScheduler:
         ray.get(self.actor.ask.remote(trial_id, 0, None, decide=False, last=False, error=True))
 
 
-def start_table(scheduler: Any, metric: str, mode: str, log: str, steps: frozenset[int] | None) -> AskScheduler:
-    """Start the search's decision table (a Ray actor on the driver's node, where ``log`` is) and
-    return what the trials ask it through. Call after ``ray.init``; the actor ends with Ray.
+def start_table(scheduler: Any, metric: str, mode: str, log: str, steps: frozenset[int] | None,
+                name: str | None = None) -> AskScheduler:
+    """Start the search's decision table (a Ray actor on the driver's node, where ``log`` is, named
+    ``name`` in Ray's ``hpo`` namespace) and return what the trials ask it through. Call after
+    ``ray.init``; end it with :meth:`AskScheduler.close` (it would outlive the search on a joined
+    cluster).
 
     A restarted actor (its process died) replays ``log`` and goes on; a question it was asked when
     it died is asked again.
@@ -202,6 +205,7 @@ def start_table(scheduler: Any, metric: str, mode: str, log: str, steps: frozens
     node = ray.get_runtime_context().get_node_id()
     actor_cls = ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)(DecisionTable)
     actor = actor_cls.options(  # type: ignore[attr-defined]
+        name=name, namespace="hpo" if name else None,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
     ).remote(scheduler, metric, mode, log)
     return AskScheduler(actor, steps, metric)

@@ -328,7 +328,8 @@ def _decision_table(exp: Experiment, run_dir: Path) -> Any:
     scheduler = build_scheduler(spec, exp.space, exp.budget, TrialOutcomes())
     run_dir.mkdir(parents=True, exist_ok=True)  # the actor opens its log there
     return start_table(scheduler, exp.metrics[0], exp.modes[0], str(run_dir / DECISIONS_FILE),
-                       capabilities(spec, exp.budget).decision_steps)
+                       capabilities(spec, exp.budget).decision_steps,
+                       name=f"hpo-decisions-{run_dir.name}-{os.getpid()}")
 
 
 def _absolute(path: str | Path) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from hpo.decisions import DecisionTable
 from hpo.lifecycle import Collector
 from hpo.strategies import StrategySpec, TrialOutcomes, build_scheduler, capabilities
 from hpo.wire import HISTORY_KEY, PRUNED_KEY, RUNG_KEY, STEP_KEY, SUB_KEY
+from tests.conftest import _env
 
 
 class _RayTrial:
@@ -199,6 +202,11 @@ def test_a_packed_asha_search_prunes_each_configuration_as_rays_asha_would(in_tm
                       num_samples=24, pack=4, max_concurrent=2, address=ray_address)
     ids = [t.trial_id for t in results.trials]
     assert len(ids) == 24 and all("." in i for i in ids)  # packs of 4, each configuration its own trial
+    code = (f"import ray; ray.init(address={ray_address!r}, logging_level='ERROR'); "
+            "print([a['name'] for a in ray.util.list_named_actors(all_namespaces=True)])")
+    named = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                           env=_env())
+    assert "hpo-decisions-" not in named.stdout, named.stdout  # the table's actor ended with its search
     lines = [json.loads(line) for line in (Path(results.storage_path) / "decisions.jsonl").read_text().splitlines()]
     assert _replay_through_ray(lines, 9) == [q["stop"] for q in lines]  # the same sequence, the same decisions
     pruned = {q["trial"]: q["step"] for q in lines if q["stop"] and q["step"] < 9}
