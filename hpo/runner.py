@@ -141,7 +141,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
              fn: Callable[..., Any] | None, data: Future, study: dict[str, Any] | None = None) -> Results:
     from ray import tune
 
-    from hpo._compat.ray import atomic_uploads
+    from hpo._compat.ray import atomic_uploads, lean_callback_telemetry
     from hpo.lifecycle import DISK_FULL, EXIT_CODES, Collector, catch_signals, resumes_as_interrupted
     from hpo.packing import PackingSearcher, Unpacker
     from hpo.progress import Progress
@@ -259,7 +259,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
 
         try:
             with catch_signals(collector), watch(run_dir, collector.disk_is_full), \
-                    atomic_uploads(keep=OWN_FILES):
+                    atomic_uploads(keep=OWN_FILES), lean_callback_telemetry():
                 results = _fit_and_record(exp, tuner, collector, outcomes, tracker, dataset, run_dir, release_ray)
         finally:
             if ask is not None:
