@@ -125,7 +125,12 @@ class DecisionTable:
             if value is not None:
                 result[self.metric] = value
             if decide:
-                stop = self.scheduler.on_trial_result(None, trial, result) == "STOP"
+                decision = self.scheduler.on_trial_result(None, trial, result)
+                if decision not in ("CONTINUE", "STOP"):  # a plug-in that declared decides_in_worker wrongly
+                    raise RuntimeError(f"scheduler {type(getattr(self.scheduler, 'inner', self.scheduler)).__name__} "
+                                       f"declares decides_in_worker but decided {decision!r} for trial {trial_id} "
+                                       f"at step {step}: only CONTINUE and STOP can be decided inside a packed trial")
+                stop = decision == "STOP"
             if stop or last:
                 trial.status, trial.stopped_at = "TERMINATED", step if stop else None
                 self.scheduler.on_trial_complete(None, trial, result)

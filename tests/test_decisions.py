@@ -234,3 +234,17 @@ def test_a_packed_asha_search_prunes_each_configuration_as_rays_asha_would(in_tm
         steps = sorted(s for (s,) in db.execute(
             "SELECT step FROM metrics WHERE run_uuid=? AND key='val_accuracy'", (run_id,)))
         assert steps == list(range(1, step + 1))  # every epoch it ran, none after its stop
+
+
+def test_a_scheduler_that_pauses_inside_a_packed_trial_is_refused_by_name() -> None:
+    from ray.tune.schedulers import FIFOScheduler
+
+    class Pausing(FIFOScheduler):
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            return TrialScheduler.PAUSE
+
+    from hpo.strategies import wrap_scheduler
+
+    table = DecisionTable(wrap_scheduler(Pausing(), TrialOutcomes(), 9), "acc", "max")
+    with pytest.raises(RuntimeError, match="Pausing declares decides_in_worker but decided 'PAUSE'"):
+        table.ask("a", 1, 0.5, decide=True, last=False)
