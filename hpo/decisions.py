@@ -70,7 +70,6 @@ class DecisionTable:
         self.metric = metric
         scheduler.set_search_properties(metric, mode)
         self.trials: dict[str, _Trial] = {}
-        self.questions = 0
         self._log = None
         if log is not None:
             path = Path(log)
@@ -106,7 +105,6 @@ class DecisionTable:
 
     def _apply(self, trial_id: str, step: int, value: float | None, decide: bool, last: bool,
                error: bool) -> dict[str, Any]:
-        self.questions += 1
         trial = self.trials.get(trial_id)
         if trial is None:
             trial = self.trials[trial_id] = _Trial(trial_id)
@@ -188,10 +186,17 @@ class AskScheduler:
             pass
 
     def failed(self, trial_id: str) -> None:
-        """The trial raised: the scheduler is told, as Ray Tune tells it of a failed trial."""
+        """The trial raised: the scheduler is told, as Ray Tune tells it of a failed trial. Best
+        effort: the trial's own failure is what its worker reports, whatever happens here."""
+        import logging
+
         import ray
 
-        ray.get(self.actor.ask.remote(trial_id, 0, None, decide=False, last=False, error=True))
+        try:
+            ray.get(self.actor.ask.remote(trial_id, 0, None, decide=False, last=False, error=True))
+        except Exception as exc:  # noqa: BLE001
+            logging.getLogger("hpo").warning("hpo: trial %s: its failure was not told to the scheduler (%s)",
+                                             trial_id, exc)
 
 
 def start_table(scheduler: Any, metric: str, mode: str, log: str, steps: frozenset[int] | None,

@@ -369,6 +369,10 @@ def train(config: dict[str, Any], data: Dataset | None = None, threads: int = 1,
     report = Reporter(plan)
     try:
         _train_one(config, data, threads, report, keep, trial_id, ask)
+    except Exception:
+        if ask is not None and trial_id:
+            ask.failed(trial_id)  # as Ray Tune tells its scheduler of a failed trial
+        raise
     finally:
         report.flush()  # the epochs since the last report, also when training raised
 
