@@ -248,3 +248,30 @@ def test_a_scheduler_that_pauses_inside_a_packed_trial_is_refused_by_name() -> N
     table = DecisionTable(wrap_scheduler(Pausing(), TrialOutcomes(), 9), "acc", "max")
     with pytest.raises(RuntimeError, match="Pausing declares decides_in_worker but decided 'PAUSE'"):
         table.ask("a", 1, 0.5, decide=True, last=False)
+
+
+@pytest.mark.slow
+def test_an_epoch_budget_cuts_a_packed_asha_search_and_every_record_says_how_each_ended(tmp_path: Path,
+                                                                                        ray_address: str) -> None:
+    results = hpo.run(name="packedbudget", task={"dataset": "iris", "epochs": 9},
+                      space={"lr": Float(1e-3, 0.3, log=True), "hidden": Int(4, 64)}, metric="val_accuracy",
+                      mode="max", strategy={"searcher": "random", "seed": 4, "scheduler": {
+                          "name": "asha", "grace_period": 1, "reduction_factor": 3}},
+                      num_samples=200, pack=4, epoch_budget=60, max_concurrent=2, address=ray_address,
+                      storage_path=str(tmp_path / "runs"), tracking={"enabled": False})
+    seen = [(t.trial_id, t.status, t.steps) for t in results.trials]
+    spent = sum(t.steps for t in results.trials)
+    assert 60 <= spent <= 60 + 2 * 4 * 9, seen  # at most the two running packs' remainder
+    assert len(results.trials) < 200 and results.stop_reason == "epoch budget", seen
+    lines = [json.loads(line) for line in (Path(results.storage_path) / "decisions.jsonl").read_text().splitlines()]
+    assert _replay_through_ray(lines, 9) == [q["stop"] for q in lines]
+    pruned = {q["trial"]: q["step"] for q in lines if q["stop"] and q["step"] < 9}
+    for t in results.trials:
+        if t.status == "pruned":
+            assert pruned[t.trial_id] == t.pruned_at == t.steps, (t, seen)
+        elif t.status == "completed":
+            assert t.steps == 9, (t, seen)
+        else:  # the budget cut it before its budget (a stop answered as the budget cut its pack never
+            # reached the driver: that one is cut too)
+            assert t.status == "cut" and t.steps < 9 and pruned.get(t.trial_id, t.steps) >= t.steps, (t, seen)
+    assert {t.status for t in results.trials} >= {"pruned", "completed", "cut"}, seen
