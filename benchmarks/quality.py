@@ -266,11 +266,12 @@ def trial_spans(run_dir: str | Path, trials: list[Any]) -> dict[str, tuple[float
     return {t.trial_id: trial_times(histories[t.trial_id][1]) for t in trials if t.trial_id in histories}
 
 
-def trial_order(run_dir: str | Path, trials: list[Any]) -> list[Any]:
-    """The trials that ran, in the order they ended (:func:`trial_spans`). The benchmark runs one
-    configuration at a time, so the order they ended is the order they ran. A trial that never
-    reported (created as the search ended) is left out."""
-    times = trial_spans(run_dir, trials)
+def trial_order(run_dir: str | Path, trials: list[Any],
+                spans: dict[str, tuple[float, float]] | None = None) -> list[Any]:
+    """The trials that ran, in the order they ended (``spans``: :func:`trial_spans`, read here if
+    not given). The benchmark runs one configuration at a time, so the order they ended is the
+    order they ran. A trial that never reported (created as the search ended) is left out."""
+    times = spans if spans is not None else trial_spans(run_dir, trials)
     return sorted((t for t in trials if t.trial_id in times),
                   key=lambda t: (times[t.trial_id][1], times[t.trial_id][0], t.trial_id))
 
@@ -332,7 +333,7 @@ def run_search(task: Task, label: str, seed: int, trials: int, storage: Path) ->
     wall_curve = []  # (seconds from hpo.run's call to the trial's end, best so far): time to quality
     status_count = {s: 0 for s in TRIAL_STATUSES}
     spans = trial_spans(results.storage_path, results.trials)
-    ordered = trial_order(results.storage_path, results.trials)
+    ordered = trial_order(results.storage_path, results.trials, spans)  # the histories read once
     for t in ordered:
         cum += t.steps
         value = t.metrics.get(task.metric)

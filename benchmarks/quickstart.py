@@ -323,7 +323,6 @@ def figures(t0: float, t_exit: float, recs: list[dict[str, Any]], workers: int) 
             "trials_timed": len(recs), "results": results}
 
 
-
 def segments(start: float, marks: list[tuple[str, float | None]]) -> list[list[Any]]:
     """[label, seconds] from ``start`` through each mark in turn. A mark that is missing, or earlier than
     the one before it, is folded into the next segment (its label joined with ``+``)."""

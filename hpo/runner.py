@@ -157,7 +157,7 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
         resuming = restore and has_ray_state(run_dir)
         # Packed ASHA: the trials ask the scheduler from their workers (as the search began, on resume)
         asks = bool(read_state(run_dir).get("asks_in_worker")) if resuming else exp.asks_in_worker
-        ask = _decision_table(exp, run_dir) if asks else None
+        ask = _decision_table(exp, run_dir, caps.decision_steps) if asks else None
         trainable = trainable_of(exp, fn, dataset, str(run_dir), ask=ask)
         if resuming:
             if resumes_as_interrupted((read_json(run_dir / OUTCOMES_FILE, {}) or {}).get("stop_reason")):
@@ -318,17 +318,16 @@ def _fit_and_record(exp: Experiment, tuner: Any, collector: Any, outcomes: Any, 
     return results
 
 
-def _decision_table(exp: Experiment, run_dir: Path) -> Any:
-    """The search's scheduler in a decision table the packed trials ask (:mod:`hpo.decisions`); its
-    log in the run directory brings a resumed search's table back to where it was."""
+def _decision_table(exp: Experiment, run_dir: Path, steps: frozenset[int] | None) -> Any:
+    """The search's scheduler in a decision table the packed trials ask at ``steps`` (its decision
+    steps, :mod:`hpo.decisions`); its log in the run directory brings a resumed search's table back
+    to where it was."""
     from hpo.decisions import start_table
-    from hpo.strategies import TrialOutcomes, build_scheduler, capabilities
+    from hpo.strategies import TrialOutcomes, build_scheduler
 
-    spec = exp.strategy.spec()
-    scheduler = build_scheduler(spec, exp.space, exp.budget, TrialOutcomes())
+    scheduler = build_scheduler(exp.strategy.spec(), exp.space, exp.budget, TrialOutcomes())
     run_dir.mkdir(parents=True, exist_ok=True)  # the actor opens its log there
-    return start_table(scheduler, exp.metrics[0], exp.modes[0], str(run_dir / DECISIONS_FILE),
-                       capabilities(spec, exp.budget).decision_steps,
+    return start_table(scheduler, exp.metrics[0], exp.modes[0], str(run_dir / DECISIONS_FILE), steps,
                        name=f"hpo-decisions-{run_dir.name}-{os.getpid()}")
 
 
