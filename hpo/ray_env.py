@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -54,12 +54,14 @@ class RaySession:
 
 
 @contextmanager
-def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None) -> Iterator[RaySession]:
+def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None,
+                meanwhile: Collection[str] = ()) -> Iterator[RaySession]:
     """Ray for one search: joins ``address`` (a running cluster), else starts Ray on this machine
+    (without the head processes a search never uses: :func:`hpo._compat.ray.lean_local_start`)
     and shuts it down afterwards (or from :meth:`RaySession.release` on); an already initialised
-    Ray is used as it is. ``runtime_env``
-    (:func:`runtime_env_of`) is the search's job environment: Ray uploads its working directory
-    once and every node unpacks it for the trials."""
+    Ray is used as it is. ``runtime_env`` (:func:`runtime_env_of`) is the search's job
+    environment: Ray uploads its working directory once and every node unpacks it for the
+    trials. The modules named in ``meanwhile`` are imported in a thread while Ray starts."""
     import ray
 
     started = False
@@ -76,14 +78,18 @@ def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None) 
         # read by the raylet this call starts (a joined cluster keeps what its `ray start` had);
         # a user's own setting stands
         os.environ.setdefault(WORKER_NICENESS_ENV, "0")
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-            configure_logging=True,
-            runtime_env=runtime_env,
-        )
+        from hpo._compat.ray import import_meanwhile, lean_local_start
+
+        import_meanwhile(meanwhile)  # the caller's later imports wait for this thread's, if need be
+        with lean_local_start():
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+                configure_logging=True,
+                runtime_env=runtime_env,
+            )
         started = True
     elif runtime_env and not ray.get_runtime_context().runtime_env.get("working_dir"):
         # A job's runtime_env is fixed when it connects: this process's Ray has none to ship.

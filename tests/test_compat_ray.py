@@ -1,10 +1,14 @@
-"""hpo's shims over Ray internals (hpo/_compat/ray.py) that need no Ray cluster."""
+"""hpo's shims over Ray internals (hpo/_compat/ray.py): without a Ray cluster, and on a local Ray (slow)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
+
+import pytest
 
 _TELEMETRY = """
 import json, sys
@@ -39,3 +43,89 @@ def test_callback_telemetry_records_rays_tag_without_importing_the_integrations(
     [(key, value)] = res["recorded"]
     assert key == "AIR_CALLBACKS" and json.loads(value) == res["ray"]  # the same tag Ray records
     assert res["ray"] == {"CustomCallback": 2, "CustomLoggerCallback": 1, "JsonLoggerCallback": 1}
+
+
+_MEANWHILE = """
+import json, sys, threading
+from hpo._compat.ray import import_meanwhile
+
+before = "email.mime.multipart" in sys.modules
+thread = import_meanwhile(["email.mime.multipart", "hpo_no_such_module", "json"])
+thread.join(60)
+failed = None
+try:
+    import hpo_no_such_module  # noqa: F401
+except ModuleNotFoundError as exc:
+    failed = str(exc)
+print(json.dumps({"before": before, "imported": "email.mime.multipart" in sys.modules, "failed": failed,
+                  "thread": thread.name, "nothing_left": import_meanwhile(["json", "email.mime.multipart"]) is None}))
+"""
+
+
+def test_import_meanwhile_imports_in_a_thread_and_leaves_a_failure_to_the_callers_own_import() -> None:
+    out = subprocess.run([sys.executable, "-c", _MEANWHILE], capture_output=True, text=True, check=True, timeout=120)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not res["before"] and res["imported"]
+    assert res["failed"] == "No module named 'hpo_no_such_module'"  # raised where the caller imports it
+    assert res["thread"] == "hpo-imports"
+    assert res["nothing_left"]  # every name already imported: no thread
+
+
+_LEAN_START = """
+import glob, json, os, ray
+from ray._private import node as node_module
+from hpo._compat.ray import lean_local_start
+
+methods = (node_module.Node.start_api_server, node_module.Node.start_monitor)
+with lean_local_start():
+    ray.init(include_dashboard=False, num_cpus=1, logging_level="ERROR")
+restored = (node_module.Node.start_api_server, node_module.Node.start_monitor) == methods
+
+@ray.remote
+def square(x):
+    return x * x
+
+value = ray.get(square.remote(7))
+kinds = sorted(ray._private.worker._global_node.all_processes)
+commands = []
+for path in glob.glob("/proc/[0-9]*/cmdline"):  # this Ray's processes: their command lines name its temp dir
+    try:
+        command = open(path, "rb").read().replace(b"\\0", b" ").decode(errors="replace")
+    except OSError:
+        continue
+    if os.environ["RAY_TMPDIR"] in command:
+        commands.append(command)
+ray.shutdown()
+print(json.dumps({"value": value, "kinds": kinds, "restored": restored,
+                  "dashboard": [c for c in commands if "dashboard/dashboard.py" in c],
+                  "monitor": [c for c in commands if "autoscaler/_private/monitor.py" in c],
+                  "raylet": any("raylet" in c for c in commands)}))
+"""
+
+
+def _start_local_ray(script: str) -> dict:
+    # Ray's socket paths must stay short: a temp dir of its own under /tmp, not pytest's long tmp_path
+    with tempfile.TemporaryDirectory(prefix="hpo-ray-", dir="/tmp") as tmp:
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "RAY_TMPDIR": tmp})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_lean_local_ray_starts_no_api_server_nor_monitor_and_runs_tasks() -> None:
+    res = _start_local_ray(_LEAN_START)
+    assert res["value"] == 49
+    assert res["restored"]
+    assert res["raylet"]  # a real local Ray
+    assert res["dashboard"] == [] and res["monitor"] == []  # Ray 2.60 starts both (checked below) unless told
+    assert "dashboard" not in res["kinds"] and "monitor" not in res["kinds"]
+    assert {"gcs_server", "raylet", "log_monitor"} <= set(res["kinds"])
+
+
+@pytest.mark.slow
+def test_without_the_lean_start_ray_starts_its_api_server_and_monitor() -> None:
+    # the test above would pass vacuously if Ray stopped starting them on its own
+    res = _start_local_ray(_LEAN_START.replace("with lean_local_start():", "if True:"))
+    assert res["dashboard"] and res["monitor"]
+    assert {"dashboard", "monitor"} <= set(res["kinds"])

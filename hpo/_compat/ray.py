@@ -8,8 +8,9 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["WORKING_DIR_DEFAULT_EXCLUDES", "asha_bracket", "atomic_uploads", "bracket_rungs", "kill_trial_actor",
-           "lean_callback_telemetry", "reopen_search", "restored_run_config", "shipped_bytes", "working_dir_max_bytes"]
+__all__ = ["WORKING_DIR_DEFAULT_EXCLUDES", "asha_bracket", "atomic_uploads", "bracket_rungs", "import_meanwhile",
+           "kill_trial_actor", "lean_callback_telemetry", "lean_local_start", "reopen_search", "restored_run_config",
+           "shipped_bytes", "working_dir_max_bytes"]
 
 
 def kill_trial_actor(trial: Any) -> bool:
@@ -297,3 +298,71 @@ def lean_callback_telemetry() -> Iterator[None]:
         yield
     finally:
         usage.tag_callbacks = original
+
+
+@contextmanager
+def lean_local_start() -> Iterator[None]:
+    """A local Ray started by ``ray.init`` without the two head processes a search never uses.
+
+    Ray 2.60.0's ``ray.init`` starting a local Ray (``Node.start_head_processes``) also starts
+    (1) its API server with ``include_dashboard=False`` too, there only to report Ray's usage
+    statistics, and waits until it has published its address: 1.5-1.7 s of start-up, all on the
+    critical path (``python -m benchmarks.quickstart``); and (2) the autoscaler's monitor, which
+    has nothing to scale on a Ray started for one search on one machine (``ray start
+    --no-monitor`` is Ray's own way to leave it out). Within this context those two start
+    nothing, so Ray sees the API server as one that failed to start (its ``webui_url`` stays
+    None, as Ray handles it) and no monitor process. A ``ray.init`` that joins a running cluster
+    starts no head processes, so it is unaffected. Ray's own methods are put back on exit.
+    """
+    from ray._private.node import Node
+
+    start_api_server, start_monitor = Node.start_api_server, Node.start_monitor
+
+    def no_api_server(self: Any, *, include_dashboard: bool | None, raise_on_failure: bool) -> None:
+        if include_dashboard:  # asked for: Ray's own start
+            start_api_server(self, include_dashboard=include_dashboard, raise_on_failure=raise_on_failure)
+
+    def no_monitor(self: Any) -> None:
+        return None
+
+    Node.start_api_server, Node.start_monitor = no_api_server, no_monitor  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Node.start_api_server, Node.start_monitor = start_api_server, start_monitor  # type: ignore[method-assign]
+
+
+# Modules both a local ``ray.init`` and ``import ray.tune`` import (Ray 2.60.0, measured with
+# ``sys.modules`` before and after each): imported first, so the two then touch disjoint modules
+# and never wait on each other's import locks.
+_IMPORTED_BY_INIT_AND_TUNE = ("argparse", "gettext", "ray._common.usage.usage_lib", "ray.dashboard")
+
+
+def import_meanwhile(names: Collection[str]) -> threading.Thread | None:
+    """Import ``names`` in a thread while this one goes on (e.g. into ``ray.init``, which mostly
+    waits for Ray's processes to start): ``import ray.tune`` alone is 1.3-1.8 s of the driver's
+    CPU on a 2-core machine. A later ``import`` of the same module in another thread waits for
+    this one to finish it (Python's import locks); a failure here is left for that import to
+    raise. Returns the thread, or None when there is nothing to import."""
+    import importlib
+    import sys
+
+    names = [n for n in names if n not in sys.modules]
+    if not names:
+        return None
+    for name in _IMPORTED_BY_INIT_AND_TUNE:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+    def run() -> None:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001  (the caller's own import raises it)
+                return
+
+    thread = threading.Thread(target=run, name="hpo-imports", daemon=True)
+    thread.start()
+    return thread
