@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hpo._cache import cache_dir
 from hpo._compat.mlflow import dispose_sqlite_engines
 
 __all__ = ["sqlite_init_lock"]
@@ -79,9 +80,8 @@ def _store_template() -> str | None:
     written (the store is then migrated in place)."""
     import mlflow
 
-    try:
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpo"
-    except RuntimeError:  # no home directory to be found
+    cache = cache_dir()
+    if cache is None:
         return None
     template = cache / f"mlflow-{mlflow.__version__}-empty.db"
     if template.is_file() and template.stat().st_size > 0:

@@ -235,10 +235,22 @@ def load_dataset(spec: DataSpec | str = "digits", seed: int | None = None, **kw:
         >>> ds.task, ds.num_features
         ('regression', 10)
     """
-    from sklearn.model_selection import train_test_split
-
     if isinstance(spec, str):
         spec = DataSpec(spec, seed=seed or 0, **kw)
+    if spec.dataset not in BUILTIN_DATASETS:
+        return _load_and_split(spec)
+    path = _cached_path(spec)
+    ds = _read_cached(path, spec) if path is not None else None
+    if ds is None:
+        ds = _load_and_split(spec)
+        if path is not None:
+            _write_cached(path, ds)
+    return ds
+
+
+def _load_and_split(spec: DataSpec) -> Dataset:
+    from sklearn.model_selection import train_test_split
+
     name = spec.dataset
     image_shape = spec.image_shape
     names: list[str] | None = None
@@ -269,6 +281,72 @@ def load_dataset(spec: DataSpec | str = "digits", seed: int | None = None, **kw:
     _, val_pos = train_test_split(np.arange(len(dev)), test_size=val_of_dev, random_state=spec.seed, stratify=strat)
     return Dataset(name, task, x[dev], y[dev], x[test], y[test], np.sort(val_pos), spec.seed,
                    len(classes) if classes else 0, image_shape, names, classes, key=_key(spec))
+
+
+# -- built-in sets, split once per machine --------------------------------------------------------
+# A built-in set split by its seed is the same arrays every time for given scikit-learn and NumPy
+# versions: the first search keeps them in hpo's cache directory and later ones read them back
+# (np.load) instead of importing scikit-learn and splitting again, 1-3 s of the driver's CPU at
+# start-up on a 2-core machine. Files and loaders are read afresh every time: they can change.
+
+_CACHE_FORMAT = 1
+_ARRAYS = ("x_dev", "y_dev", "x_test", "y_test", "val_idx")
+
+
+def _cached_path(spec: DataSpec) -> Path | None:
+    import hashlib
+    import json
+    from importlib import metadata
+
+    from hpo._cache import cache_dir
+
+    root = cache_dir()
+    try:
+        versions = [metadata.version("scikit-learn"), np.__version__]
+    except metadata.PackageNotFoundError:
+        return None
+    if root is None:
+        return None
+    digest = hashlib.sha256(json.dumps([_CACHE_FORMAT, list(_key(spec)), versions], default=str).encode())
+    return root / "data" / f"{spec.dataset}-{digest.hexdigest()[:20]}.npz"
+
+
+def _read_cached(path: Path, spec: DataSpec) -> Dataset | None:
+    import json
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in _ARRAYS}
+            meta = json.loads(str(z["meta"]))
+    except Exception:  # noqa: BLE001  (none yet, or damaged: split again and write it anew)
+        return None
+    shape = meta["image_shape"]
+    return Dataset(meta["name"], meta["task"], arrays["x_dev"], arrays["y_dev"], arrays["x_test"], arrays["y_test"],
+                   arrays["val_idx"], meta["seed"], meta["num_classes"], tuple(shape) if shape else None,
+                   meta["feature_names"], meta["classes"], key=_key(spec))
+
+
+def _write_cached(path: Path, ds: Dataset) -> None:
+    import json
+    import os
+
+    meta = {"name": ds.name, "task": ds.task, "seed": ds.seed, "num_classes": ds.num_classes,
+            "image_shape": list(ds.image_shape) if ds.image_shape else None, "feature_names": ds.feature_names,
+            "classes": ds.classes}
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, meta=np.array(json.dumps(meta, default=_plain)), **{k: getattr(ds, k) for k in _ARRAYS})
+        os.replace(tmp, path)  # atomic: a reader sees a whole file or none
+    except (OSError, TypeError, ValueError):  # a read-only or full disk: the next search splits again
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else str(value)
 
 
 def _key(spec: DataSpec) -> tuple[Any, ...]:
