@@ -112,6 +112,7 @@ def test_a_best_trial_without_its_own_model_is_retrained_and_the_log_says_so(tmp
     assert "the best trial best kept no final model" in caplog.text and "training it again" in caplog.text
 
 
+@pytest.mark.slow  # processes that import MLflow and torch: ~16 s
 def test_the_model_logger_logs_a_model_mlflow_loads_through_its_helper_or_without_it(tmp_path, caplog):
     import mlflow
     from mlflow.tracking import MlflowClient

@@ -19,6 +19,7 @@ from tests.conftest import _env, start_hpo
 from tests.test_lifecycle_search import check_records
 
 
+@pytest.mark.slow  # processes that import MLflow and torch: ~16 s
 def test_a_process_killed_while_mlflow_creates_a_new_sqlite_store_leaves_none_behind(tmp_path, monkeypatch):
     """MLflow creates and migrates a new SQLite store in place: a search killed then left a
     half-migrated file that no later process could open ("table logged_models already exists").
