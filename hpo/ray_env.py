@@ -61,7 +61,9 @@ def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None,
     and shuts it down afterwards (or from :meth:`RaySession.release` on); an already initialised
     Ray is used as it is. ``runtime_env`` (:func:`runtime_env_of`) is the search's job
     environment: Ray uploads its working directory once and every node unpacks it for the
-    trials. The modules named in ``meanwhile`` are imported in a thread while Ray starts."""
+    trials. On a Ray it starts here, the trials run in the workers Ray starts as the driver
+    connects (:func:`hpo._compat.ray.trainables_in_job_workers`). The modules named in
+    ``meanwhile`` are imported in a thread while Ray starts."""
     import ray
 
     started = False
@@ -73,15 +75,17 @@ def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None,
                                  "of its own (ray job submit --working-dir): Ray cannot merge the two",
                                  runtime_env["working_dir"],
                                  "Drop one of them: the job's working directory already reaches every worker.")
+    worker_env: dict[str, str] | None = None
     if not ray.is_initialized():
         check_reachable(address)
         # read by the raylet this call starts (a joined cluster keeps what its `ray start` had);
         # a user's own setting stands
         os.environ.setdefault(WORKER_NICENESS_ENV, "0")
-        from hpo._compat.ray import import_meanwhile, lean_local_start
+        from hpo._compat.ray import import_meanwhile, lean_local_start, local_worker_env
 
         import_meanwhile(meanwhile)  # the caller's later imports wait for this thread's, if need be
-        with lean_local_start():
+        local = address is None and not os.environ.get("RAY_ADDRESS")  # a Ray of this process's own
+        with lean_local_start(), local_worker_env() as env:
             ray.init(
                 address=address,
                 include_dashboard=False,
@@ -90,6 +94,7 @@ def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None,
                 configure_logging=True,
                 runtime_env=runtime_env,
             )
+        worker_env = env if local and not runtime_env else None
         started = True
     elif runtime_env and not ray.get_runtime_context().runtime_env.get("working_dir"):
         # A job's runtime_env is fixed when it connects: this process's Ray has none to ship.
@@ -99,7 +104,13 @@ def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None,
                              "{'working_dir': ...}) yourself.")
     session = RaySession(ray, started)
     try:
-        yield session
+        if worker_env is None:
+            yield session
+        else:
+            from hpo._compat.ray import trainables_in_job_workers
+
+            with trainables_in_job_workers(worker_env):
+                yield session
     finally:
         session.close()
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,64 @@ def test_without_the_lean_start_ray_starts_its_api_server_and_monitor() -> None:
     res = _start_local_ray(_LEAN_START.replace("with lean_local_start():", "if True:"))
     assert res["dashboard"] and res["monitor"]
     assert {"dashboard", "monitor"} <= set(res["kinds"])
+
+
+def test_trainable_env_vars_are_those_ray_tune_gives_its_trainable_actors(monkeypatch) -> None:
+    from ray.tune.execution import class_cache
+
+    from hpo._compat.ray import _TRAINABLE_ENV_DEFAULTS, _TRAINABLE_ENV_PROPAGATED, trainable_env_vars
+
+    assert _TRAINABLE_ENV_DEFAULTS == class_cache.DEFAULT_ENV_VARS
+    assert set(_TRAINABLE_ENV_PROPAGATED) == set(class_cache.ENV_VARS_TO_PROPAGATE)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.delenv("RAY_CHDIR_TO_TRIAL_DIR", raising=False)
+
+    class Trainable:
+        pass
+
+    tune_env = class_cache._ActorClassCache().get(Trainable)._default_options["runtime_env"]["env_vars"]
+    assert trainable_env_vars() == tune_env == {"PL_DISABLE_FORK": "1", "AWS_ACCESS_KEY_ID": "key"}
+
+
+@pytest.mark.slow
+def test_a_search_runs_its_trials_in_the_workers_ray_starts_for_it_and_starts_no_others(tmp_path) -> None:
+    # Ray starts one worker per CPU as the driver connects; the trials' actors must use them
+    # (without the job's env_vars they asked for a runtime environment of their own: 4 starts).
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: w\nmetric: val_accuracy\nmode: max\nstrategy: random\nnum_samples: 4\n"
+                   "max_concurrent: 2\ntracking: {enabled: false}\n"
+                   "task: {dataset: iris, model: mlp, epochs: 1, test_best: false}\n"
+                   "space: {lr: {type: float, low: 0.001, high: 0.1, log: true}}\n"
+                   f"storage_path: {tmp_path / 'runs'}\n")
+    with tempfile.TemporaryDirectory(prefix="hpo-ray-", dir="/tmp") as tmp:
+        out = subprocess.run([sys.executable, "-m", "hpo.cli", "run", str(exp), "--json"], capture_output=True,
+                             text=True, timeout=600, env={**os.environ, "RAY_TMPDIR": tmp, "RAY_num_cpus": "2"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert json.loads(out.stdout.strip().splitlines()[-1])["num_completed"] == 4
+        [raylet] = list(Path(tmp).glob("ray/session_2*/logs/raylet.out"))
+        started = raylet.read_text().count("Started worker process with pid")
+    assert started == 2  # two CPUs: the two workers started as the driver connected, and no more
+
+
+def test_trainables_use_the_job_workers_only_while_their_env_vars_are_the_workers(monkeypatch) -> None:
+    from ray.tune.execution import class_cache
+
+    from hpo._compat.ray import local_worker_env, trainables_in_job_workers
+
+    monkeypatch.delenv("PL_DISABLE_FORK", raising=False)
+    with local_worker_env() as env:
+        assert os.environ["PL_DISABLE_FORK"] == "1"  # inherited by a raylet started meanwhile
+    assert "PL_DISABLE_FORK" not in os.environ and env["PL_DISABLE_FORK"] == "1"
+
+    class Trainable:
+        pass
+
+    original = class_cache._ActorClassCache.get
+    with trainables_in_job_workers(env):
+        monkeypatch.setenv("PL_DISABLE_FORK", "1")  # as in the workers
+        mine = class_cache._ActorClassCache().get(Trainable)
+        assert "runtime_env" not in mine._default_options  # the workers' own environment
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "new")  # not what the workers have: Ray Tune's way
+        theirs = class_cache._ActorClassCache().get(Trainable)
+        assert theirs._default_options["runtime_env"]["env_vars"]["AWS_ACCESS_KEY_ID"] == "new"
+    assert class_cache._ActorClassCache.get is original

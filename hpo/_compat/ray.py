@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["WORKING_DIR_DEFAULT_EXCLUDES", "asha_bracket", "atomic_uploads", "bracket_rungs", "import_meanwhile",
-           "kill_trial_actor", "lean_callback_telemetry", "lean_local_start", "reopen_search", "restored_run_config",
-           "shipped_bytes", "working_dir_max_bytes"]
+           "kill_trial_actor", "lean_callback_telemetry", "lean_local_start", "local_worker_env", "reopen_search",
+           "restored_run_config", "shipped_bytes", "trainable_env_vars", "trainables_in_job_workers",
+           "working_dir_max_bytes"]
 
 
 def kill_trial_actor(trial: Any) -> bool:
@@ -366,3 +367,81 @@ def import_meanwhile(names: Collection[str]) -> threading.Thread | None:
     thread = threading.Thread(target=run, name="hpo-imports", daemon=True)
     thread.start()
     return thread
+
+
+# What Ray Tune 2.60.0 puts in every trainable actor's runtime_env
+# (ray.tune.execution.class_cache._ActorClassCache.get: DEFAULT_ENV_VARS, and those of
+# ENV_VARS_TO_PROPAGATE set in the driver's environment). Copied: importing that module imports
+# all of Ray Tune (1.5 s), which must not come before ray.init. tests/test_compat_ray.py compares
+# them with Ray's.
+_TRAINABLE_ENV_DEFAULTS = {"PL_DISABLE_FORK": "1"}
+_TRAINABLE_ENV_PROPAGATED = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN", "NCCL_RAS_ADDR",
+    "RAY_CHDIR_TO_TRIAL_DIR", "RAY_TRAIN_CHECKPOINT_UPLOAD_WARN_INTERVAL_S", "RAY_TRAIN_COLLECTIVE_TIMEOUT_S",
+    "RAY_TRAIN_COLLECTIVE_WARN_INTERVAL_S", "RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_TRAIN_ENABLE_PRINT_PATCH",
+    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS",
+    "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+    "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S", "RAY_TRAIN_STATE_ACTOR_RECONCILIATION_INTERVAL_S", "RAY_TRAIN_V2_ENABLED",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S",
+    "RAY_WARN_BLOCKING_GET_INSIDE_ASYNC", "TORCHFT_LIGHTHOUSE", "TRAIN_COPY_DIRECTORY_CHECKPOINTS_INSTEAD_OF_MOVING",
+)
+
+
+def trainable_env_vars() -> dict[str, str]:
+    """The ``env_vars`` of the runtime environment Ray Tune gives every trainable actor (those
+    of :data:`_TRAINABLE_ENV_PROPAGATED` from this process's environment).
+
+    Example:
+        >>> trainable_env_vars()["PL_DISABLE_FORK"]
+        '1'
+    """
+    return {**_TRAINABLE_ENV_DEFAULTS, **{k: os.environ[k] for k in _TRAINABLE_ENV_PROPAGATED if k in os.environ}}
+
+
+@contextmanager
+def local_worker_env() -> Iterator[dict[str, str]]:
+    """Around a ``ray.init`` that starts a local Ray: Ray Tune's trainable ``env_vars`` are put in
+    this process's environment (and taken out again afterwards), so the raylet started meanwhile
+    and every worker it starts inherit them. Yields what the workers have."""
+    added = {k: v for k, v in _TRAINABLE_ENV_DEFAULTS.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield trainable_env_vars()
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+@contextmanager
+def trainables_in_job_workers(worker_env: dict[str, str]) -> Iterator[None]:
+    """Ray Tune's trainable actors without a runtime environment of their own, while every
+    ``env_vars`` Ray Tune would give them is already in the workers' environment (``worker_env``,
+    from :func:`local_worker_env`).
+
+    Ray's worker pool hands an actor only a worker started for the same runtime environment. Ray
+    starts one worker per CPU as a driver connects, with none; Ray Tune 2.60's trainable actors
+    (``_ActorClassCache.get``) ask for ``env_vars`` on top, so no trial ever ran in those workers:
+    each trial's actor waited for a worker process of its own, and Ray stopped the first ones
+    unused (two process starts and their Ray imports wasted on a 2-core machine, on the
+    start-up's critical path). Within this context the trainable class is registered without
+    that runtime environment, which changes nothing the trial sees (the variables are there
+    already), unless the environment changed since Ray started: then Ray Tune's own way."""
+    from ray.tune.execution import class_cache
+
+    original = class_cache._ActorClassCache.get
+
+    def get(self: Any, trainable_cls: Any) -> Any:
+        if trainable_env_vars() != worker_env:
+            return original(self, trainable_cls)
+        if trainable_cls not in self._cache:
+            import ray
+
+            self._cache[trainable_cls] = ray.remote(trainable_cls)
+        return self._cache[trainable_cls]
+
+    class_cache._ActorClassCache.get = get  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        class_cache._ActorClassCache.get = original  # type: ignore[method-assign]
