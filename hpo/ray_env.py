@@ -57,12 +57,12 @@ class RaySession:
 def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None,
                 meanwhile: Collection[str] = ()) -> Iterator[RaySession]:
     """Ray for one search: joins ``address`` (a running cluster), else starts Ray on this machine
-    (without the head processes a search never uses: :func:`hpo._compat.ray.lean_local_start`)
+    (without the head processes a search never uses: :func:`hpo._compat.ray_start.lean_local_start`)
     and shuts it down afterwards (or from :meth:`RaySession.release` on); an already initialised
     Ray is used as it is. ``runtime_env`` (:func:`runtime_env_of`) is the search's job
     environment: Ray uploads its working directory once and every node unpacks it for the
     trials. On a Ray it starts here, the trials run in the workers Ray starts as the driver
-    connects (:func:`hpo._compat.ray.trainables_in_job_workers`). The modules named in
+    connects (:func:`hpo._compat.ray_start.trainables_in_job_workers`). The modules named in
     ``meanwhile`` are imported in a thread while Ray starts."""
     import ray
 
@@ -81,7 +81,7 @@ def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None,
         # read by the raylet this call starts (a joined cluster keeps what its `ray start` had);
         # a user's own setting stands
         os.environ.setdefault(WORKER_NICENESS_ENV, "0")
-        from hpo._compat.ray import import_meanwhile, lean_local_start, local_worker_env
+        from hpo._compat.ray_start import import_meanwhile, lean_local_start, local_worker_env
 
         import_meanwhile(meanwhile)  # the caller's later imports wait for this thread's, if need be
         local = address is None and not os.environ.get("RAY_ADDRESS")  # a Ray of this process's own
@@ -107,7 +107,7 @@ def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None,
         if worker_env is None:
             yield session
         else:
-            from hpo._compat.ray import trainables_in_job_workers
+            from hpo._compat.ray_start import trainables_in_job_workers
 
             with trainables_in_job_workers(worker_env):
                 yield session

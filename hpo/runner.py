@@ -152,7 +152,8 @@ def _execute(exp: Experiment, run_dir: Path, address: str | None, tracking_uri: 
             tune_settings() as queue_trials:
         from ray import tune  # imported while Ray started (ray_session)
 
-        from hpo._compat.ray import atomic_uploads, lean_callback_telemetry
+        from hpo._compat.ray import atomic_uploads
+        from hpo._compat.ray_start import lean_callback_telemetry
         from hpo.lifecycle import DISK_FULL, EXIT_CODES, Collector, catch_signals, resumes_as_interrupted
         from hpo.packing import PackingSearcher, Unpacker
         from hpo.progress import Progress

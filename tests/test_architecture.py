@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS: list[tuple[str, ...]] = [
     ("hpo.errors", "hpo.wire", "hpo.params", "hpo._imports", "hpo._cache", "hpo._yaml", "hpo._ray_domains",
      "hpo._optuna_space", "hpo._trials", "hpo.disk_space",
-     "hpo._compat", "hpo._compat.ray", "hpo._compat.mlflow", "hpo._compat.mlflow_sql", "hpo.strategies._outcomes",
+     "hpo._compat", "hpo._compat.ray", "hpo._compat.ray_start", "hpo._compat.mlflow", "hpo._compat.mlflow_sql",
+     "hpo.strategies._outcomes",
      "hpo.strategies._constraints"),
     ("hpo.space",),
     ("hpo.strategies", "hpo.strategies._registry", "hpo.strategies._grid", "hpo.strategies._optuna",

@@ -1,4 +1,5 @@
-"""hpo's shims over Ray internals (hpo/_compat/ray.py): without a Ray cluster, and on a local Ray (slow)."""
+"""hpo's shims over Ray internals (hpo/_compat/ray.py, hpo/_compat/ray_start.py): without a Ray
+cluster, and on a local Ray (slow)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import ray._common.usage.usage_lib as lib
 from ray.air._internal import usage
 from ray.tune import Callback
 from ray.tune.logger import JsonLoggerCallback, LoggerCallback
-from hpo._compat.ray import lean_callback_telemetry
+from hpo._compat.ray_start import lean_callback_telemetry
 
 class Mine(Callback): pass
 class MyLogger(LoggerCallback): pass
@@ -48,7 +49,7 @@ def test_callback_telemetry_records_rays_tag_without_importing_the_integrations(
 
 _MEANWHILE = """
 import json, sys, threading
-from hpo._compat.ray import import_meanwhile
+from hpo._compat.ray_start import import_meanwhile
 
 before = "email.mime.multipart" in sys.modules
 thread = import_meanwhile(["email.mime.multipart", "hpo_no_such_module", "json"])
@@ -75,7 +76,7 @@ def test_import_meanwhile_imports_in_a_thread_and_leaves_a_failure_to_the_caller
 _LEAN_START = """
 import glob, json, os, ray
 from ray._private import node as node_module
-from hpo._compat.ray import lean_local_start
+from hpo._compat.ray_start import lean_local_start
 
 methods = (node_module.Node.start_api_server, node_module.Node.start_monitor)
 with lean_local_start():
@@ -135,7 +136,7 @@ def test_without_the_lean_start_ray_starts_its_api_server_and_monitor() -> None:
 def test_trainable_env_vars_are_those_ray_tune_gives_its_trainable_actors(monkeypatch) -> None:
     from ray.tune.execution import class_cache
 
-    from hpo._compat.ray import _TRAINABLE_ENV_DEFAULTS, _TRAINABLE_ENV_PROPAGATED, trainable_env_vars
+    from hpo._compat.ray_start import _TRAINABLE_ENV_DEFAULTS, _TRAINABLE_ENV_PROPAGATED, trainable_env_vars
 
     assert _TRAINABLE_ENV_DEFAULTS == class_cache.DEFAULT_ENV_VARS
     assert set(_TRAINABLE_ENV_PROPAGATED) == set(class_cache.ENV_VARS_TO_PROPAGATE)
@@ -172,7 +173,7 @@ def test_a_search_runs_its_trials_in_the_workers_ray_starts_for_it_and_starts_no
 def test_trainables_use_the_job_workers_only_while_their_env_vars_are_the_workers(monkeypatch) -> None:
     from ray.tune.execution import class_cache
 
-    from hpo._compat.ray import local_worker_env, trainables_in_job_workers
+    from hpo._compat.ray_start import local_worker_env, trainables_in_job_workers
 
     monkeypatch.delenv("PL_DISABLE_FORK", raising=False)
     with local_worker_env() as env:
