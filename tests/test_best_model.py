@@ -112,7 +112,7 @@ def test_a_best_trial_without_its_own_model_is_retrained_and_the_log_says_so(tmp
     assert "the best trial best kept no final model" in caplog.text and "training it again" in caplog.text
 
 
-@pytest.mark.slow  # processes that import MLflow and torch: ~16 s
+@pytest.mark.slow  # processes that import MLflow and torch: ~20 s
 def test_the_model_logger_logs_a_model_mlflow_loads_through_its_helper_or_without_it(tmp_path, caplog):
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -127,7 +127,7 @@ def test_the_model_logger_logs_a_model_mlflow_loads_through_its_helper_or_withou
     expected = load_model(path)(raw)
     for helper in ("answers", "died"):
         logger = ModelLogger()
-        logger.prepare(uri)  # what the tracker calls once the store is open: the helper starts
+        logger.start()  # as the search starts
         assert logger._proc is not None
         if helper == "died":
             logger._proc.kill()  # type: ignore[union-attr]
@@ -141,6 +141,81 @@ def test_the_model_logger_logs_a_model_mlflow_loads_through_its_helper_or_withou
         finally:
             mlflow.set_tracking_uri(None)
         torch.testing.assert_close(loaded(raw), expected)
+    assert len(client.get_run(parent).outputs.model_outputs) == 2  # one logged model per way, on the parent run
+    logger = ModelLogger()
+    logger.start()
+    with pytest.raises(RuntimeError, match="No such file|FileNotFoundError"):  # the helper's failure, raised here
+        logger(uri, parent, {"path": str(tmp_path / "missing.pt"), "trial_id": "t"}, None)
+
+
+@pytest.mark.slow  # MLflow and torch: ~5 s
+def test_a_model_saved_then_logged_is_logged_as_mlflow_pytorch_log_model_logs_it(tmp_path):
+    """The helper saves, the driver logs (hpo.train.model_file): the logged model, its files, its
+    MLmodel, the run's output and the registered version are those mlflow.pytorch.log_model gives."""
+    import io
+    import zipfile
+
+    import mlflow
+    import mlflow.pytorch
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from hpo._compat.mlflow import fluent_tracking_uri
+    from hpo.train.model_file import _model_requirements, load_payload, log_saved_model, save_for_mlflow
+
+    run, _ = _trained()
+    path = tmp_path / "model.pt"
+    torch.save(model_payload(run), path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("e")
+    ours, theirs = (client.create_run(experiment).info.run_id for _ in range(2))
+    info: dict[str, Any] = {"path": str(path)}
+    saved = save_for_mlflow(dict(info), str(tmp_path / "saved"))
+    our_uri = log_saved_model(uri, ours, saved, info, "ours")
+    assert info["registered_model"] == "ours" and info["registered_version"] == "1"
+    model, example = load_model(path), load_payload(path)["example"]
+    with torch.no_grad():
+        output = model(torch.as_tensor(example)).numpy()
+    with fluent_tracking_uri(uri), mlflow.start_run(run_id=theirs):
+        their_uri = mlflow.pytorch.log_model(
+            model, name="best_model", signature=mlflow.models.infer_signature(example, output),
+            input_example=example, registered_model_name="theirs", pip_requirements=_model_requirements()).model_uri
+
+    def described(model_uri: str) -> tuple[dict[str, bytes], dict[str, Any]]:
+        with fluent_tracking_uri(uri):
+            local = mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path / model_uri.split("/")[-1]))
+        files = {str(p.relative_to(local)): p.read_bytes() for p in Path(local).rglob("*") if p.is_file()}
+        mlmodel = yaml.safe_load(files.pop("MLmodel"))
+        for key in ("artifact_path", "model_id", "model_uuid", "run_id", "utc_time_created"):  # which model
+            mlmodel.pop(key)
+        return files, mlmodel
+
+    (our_files, our_mlmodel), (their_files, their_mlmodel) = described(our_uri), described(their_uri)
+    assert our_files.keys() == their_files.keys()
+    # every file byte for byte but torch.export's archive, which holds the exporting call's stack
+    # and a random serialization id: its members alike, its weights and sample inputs byte for byte
+    assert {k for k in our_files if our_files[k] != their_files[k]} <= {"data/model.pt2"}
+    ours_pt2, theirs_pt2 = (zipfile.ZipFile(io.BytesIO(f["data/model.pt2"])) for f in (our_files, their_files))
+    assert ours_pt2.namelist() == theirs_pt2.namelist()
+    data = [n for n in ours_pt2.namelist() if n.startswith("model/data/")]
+    assert data and all(ours_pt2.read(n) == theirs_pt2.read(n) for n in data)
+    # the MLmodel but which model it is, with the size of the files the export wrote (as MLflow counts them)
+    size_gap = len(our_files["data/model.pt2"]) - len(their_files["data/model.pt2"])
+    assert our_mlmodel.pop("model_size_bytes") - their_mlmodel.pop("model_size_bytes") == size_gap
+    assert our_mlmodel == their_mlmodel
+    mine, other = (client.get_logged_model(u.split("/")[-1]) for u in (our_uri, their_uri))
+    for attr in ("name", "status", "experiment_id", "model_type", "params"):
+        assert getattr(mine, attr) == getattr(other, attr)
+    assert (mine.source_run_id, other.source_run_id) == (ours, theirs)
+    assert {k: v for k, v in mine.tags.items() if k != "mlflow.modelVersions"} == \
+        {k: v for k, v in other.tags.items() if k != "mlflow.modelVersions"}
+    assert [m.model_id for m in client.get_run(ours).outputs.model_outputs] == [mine.model_id]
+    version = client.get_model_version("ours", "1")
+    assert version.source == our_uri and version.run_id == ours
+    raw = torch.as_tensor(run.ds.x_test, dtype=torch.float32)
+    with fluent_tracking_uri(uri):
+        torch.testing.assert_close(mlflow.pytorch.load_model(our_uri)(raw), model(raw))
 
 
 def test_the_command_exits_with_its_code_after_every_other_exit_handler(tmp_path):

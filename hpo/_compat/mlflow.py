@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["dispose_sqlite_engines", "end_run", "fluent_tracking_uri"]
+__all__ = ["check_serving_input", "dispose_sqlite_engines", "end_run", "fluent_tracking_uri"]
 
 
 @contextmanager
@@ -56,3 +56,25 @@ def dispose_sqlite_engines(path: str) -> None:
     with SqlAlchemyStore._engine_map_lock:
         for uri in [u for u in SqlAlchemyStore._engine_map if u.endswith(path)]:
             SqlAlchemyStore._engine_map.pop(uri).dispose()
+
+
+def check_serving_input(model_dir: str) -> None:
+    """What ``Model.log`` checks before it logs a model (MLflow 3.17.2): the model saved in
+    ``model_dir`` answers its own input example sent as a serving request (loaded as a pyfunc
+    model, the request parsed as the scoring server parses it, predicted). MLflow's public
+    ``validate_serving_input`` is deprecated; ``log_model`` itself calls the private
+    ``mlflow.models.utils._validate_serving_input``, as this does. A failure is a warning, as
+    MLflow's own."""
+    import logging
+
+    from mlflow.models import Model
+    from mlflow.models.utils import _validate_serving_input
+
+    serving_input = Model.load(model_dir).get_serving_input(model_dir)
+    if not serving_input:
+        return
+    try:
+        _validate_serving_input(model_uri=model_dir, serving_input=serving_input)
+    except Exception as exc:  # noqa: BLE001  (MLflow logs the model anyway, with a warning)
+        logging.getLogger("hpo").warning("hpo: the best model's input example failed as a serving request "
+                                         "(MLflow would warn the same): %s", exc)

@@ -96,8 +96,7 @@ class MlflowTracker(Callback):
             tracking imports no plotting; its ``prepare()``, if it has one, is called by the writer
             (at the lowest CPU priority) once the store is open.
         model_logger: ``(tracking_uri, parent_run_id, best_model_info, register_as) -> model URI``:
-            logs the best model (the caller's, so tracking imports no torch); its ``prepare(tracking_uri)``,
-            if it has one, is called once the store is open.
+            logs the best model (the caller's, so tracking imports no torch).
         parent_params: params and tags of the parent run (strategy, versions, ...).
         artifacts: file name -> text, logged on the parent run.
     """
@@ -271,9 +270,6 @@ class MlflowTracker(Callback):
             self._log_batch(self.parent_run_id, params=flatten_params(self.parent_params))
             for name, text in self.artifacts.items():
                 self.client.log_text(self.parent_run_id, text, name)
-        prepare = getattr(self.model_logger, "prepare", None)
-        if prepare is not None and self.log_model:
-            prepare(self.tracking_uri)  # the model logger may open the store ahead of the search's end
         self._opened.set()
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BEST_DIR", "MODEL_FILE", "TRIAL_MODELS", "load_model", "load_payload", "log_to_mlflow", "model_payload",
-           "predictor", "read_trial_scores", "trial_model_files"]
+__all__ = ["BEST_DIR", "MODEL_FILE", "TRIAL_MODELS", "load_model", "load_payload", "log_saved_model", "log_to_mlflow",
+           "model_payload", "predictor", "read_trial_scores", "save_for_mlflow", "save_model_dir", "trial_model_files"]
 
 # numpy arrays and scalars in hpo's own files (numpy 1 and 2 spell the module differently)
 _ALLOWED = frozenset({"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
@@ -156,29 +156,90 @@ def _model_requirements() -> list[str]:
     return reqs
 
 
-def log_to_mlflow(tracking_uri: str, parent_run_id: str, info: dict[str, Any], register_as: str | None) -> str:
-    """Log the best model (``info["path"]``) on the search's parent run as an MLflow PyTorch model
-    (raw features in) with its signature; returns its model URI. Registered under ``register_as``,
-    the new version is added to ``info`` (``registered_model``, ``registered_version``)."""
-    import mlflow
-    import mlflow.pytorch
+def save_for_mlflow(info: dict[str, Any], directory: str) -> str:
+    """Save the best model (``info["path"]``) in ``directory`` as an MLflow PyTorch model, as
+    ``mlflow.pytorch.log_model`` would before logging it: raw features in, its signature and
+    input example, the pip requirements named (:func:`save_model_dir`). The half of logging a
+    model that needs torch; :func:`log_saved_model` is the other. Returns ``directory``."""
     import torch
-
-    from hpo._compat.mlflow import fluent_tracking_uri
 
     model = load_model(info["path"])
     example = load_payload(info["path"])["example"]
     with torch.no_grad():
         output = model(torch.as_tensor(example)).numpy()
-    signature = mlflow.models.infer_signature(example, output)
+    save_model_dir(model, example, output, directory)
+    return directory
+
+
+def save_model_dir(model: Any, example: Any, output: Any, directory: str) -> None:
+    """``mlflow.pytorch.save_model`` of ``model`` with the signature of ``example`` -> ``output``
+    and ``example`` as its input example, then MLflow's own check that the example served as a
+    request predicts (what ``log_model`` checks before logging)."""
+    import mlflow
+    import mlflow.pytorch
+
+    from hpo._compat.mlflow import check_serving_input
+
+    mlflow.pytorch.save_model(
+        model, directory, signature=mlflow.models.infer_signature(example, output), input_example=example,
+        # named, not inferred: inference re-imports the model in a subprocess (~10 s)
+        pip_requirements=_model_requirements(),
+    )
+    check_serving_input(directory)
+
+
+# What Model.log sets on the MLmodel of the model it logs (which model, which run, when); every
+# other field comes from the flavor's save (flavors, signature, input example, size)
+_LOGGED_AS = frozenset({"run_id", "artifact_path", "utc_time_created", "model_uuid", "mlflow_version", "model_id",
+                        "metadata", "resources", "auth_policy", "prompts"})
+
+
+class _SavedFlavor:
+    """An MLflow flavor for ``mlflow.models.Model.log`` (MLflow's documented way to log a model of
+    a custom flavor) whose save copies a model directory :func:`save_for_mlflow` saved already:
+    its files, and its MLmodel's description of the model under the identity ``Model.log`` gives."""
+
+    @staticmethod
+    def save_model(path: str, mlflow_model: Any, saved: str, **kwargs: Any) -> None:
+        import shutil
+
+        from mlflow.models import Model
+
+        shutil.copytree(saved, path)
+        for key, value in vars(Model.load(saved)).items():
+            if key not in _LOGGED_AS:
+                setattr(mlflow_model, key, value)
+        mlflow_model.save(os.path.join(path, "MLmodel"))
+
+
+def log_saved_model(tracking_uri: str, parent_run_id: str, saved: str, info: dict[str, Any],
+                    register_as: str | None) -> str:
+    """Log a model directory :func:`save_for_mlflow` saved on the search's parent run, as
+    ``mlflow.pytorch.log_model`` logs one (a logged model of the PyTorch flavor, the run's output;
+    its input example was checked when it was saved), without importing torch; returns its model
+    URI. Registered under ``register_as``, the new version is added to ``info``
+    (``registered_model``, ``registered_version``)."""
+    import mlflow
+    from mlflow.models import Model
+
+    from hpo._compat.mlflow import fluent_tracking_uri
+
     with fluent_tracking_uri(tracking_uri), mlflow.start_run(run_id=parent_run_id,
                                                              nested=mlflow.active_run() is not None):
-        logged = mlflow.pytorch.log_model(
-            model, name="best_model", signature=signature, input_example=example,
-            registered_model_name=register_as, await_registration_for=60,
-            # named, not inferred: inference re-imports the model in a subprocess (~10 s)
-            pip_requirements=_model_requirements(),
-        )
+        logged = Model.log(artifact_path=None, name="best_model", flavor=_SavedFlavor,
+                           registered_model_name=register_as, await_registration_for=60, flavor_name="pytorch",
+                           saved=saved, validate_serving_input=False)
     if logged.registered_model_version is not None:  # the version registered (for nightly promotion)
         info["registered_model"], info["registered_version"] = register_as, str(logged.registered_model_version)
     return str(logged.model_uri)
+
+
+def log_to_mlflow(tracking_uri: str, parent_run_id: str, info: dict[str, Any], register_as: str | None) -> str:
+    """Log the best model (``info["path"]``) on the search's parent run as an MLflow PyTorch model
+    (raw features in) with its signature, in this process: :func:`save_for_mlflow` then
+    :func:`log_saved_model`; returns its model URI."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hpo-model-") as tmp:
+        saved = save_for_mlflow(info, os.path.join(tmp, "model"))
+        return log_saved_model(tracking_uri, parent_run_id, saved, info, register_as)

@@ -1,22 +1,23 @@
-"""Logging the best model to MLflow from a helper process made ready while the search runs.
+"""Logging the best model to MLflow, its torch half done by a helper process made ready while the search runs.
 
-``mlflow.pytorch.log_model`` needs torch, MLflow's PyTorch flavour and, for MLflow 3's default
-``torch.export`` format, torch's export stack; the first save pays for all of it: about 4 s of
-imports and warm-up on a 2-core machine, which used to come after the last trial. A
-:class:`ModelLogger` started with the search runs a helper process whose warm-up thread, at the
-lowest CPU priority, does that work while the trials run (in a process of its own, so it never
-holds the driver's interpreter lock); at the end the helper's main thread, at normal priority,
-only exports and logs the best model (0.4 s), alongside the driver's plots. It is started with
-the search (starting it once the tracking store was open, after the first trial result, left
-it too little time on the quickstart: 5.3 s at the end instead of 0.5 s); the tracker tells it
-the store once that is open (:meth:`ModelLogger.prepare`), so it opens it ahead of time too. Without a helper
-(never started, or it died) the model is logged in the driver, as :func:`log_to_mlflow` does.
+Logging a PyTorch model is two halves: saving it as an MLflow model directory (torch, MLflow's
+PyTorch flavour and, for MLflow 3's default ``torch.export`` format, torch's export stack; the
+first save pays for all of it, about 4 s of imports and warm-up on a 2-core machine) and logging
+that directory on the run (the tracking store: the logged model, its files, the run's output,
+the registry). A :class:`ModelLogger` started with the search runs a helper process whose
+warm-up thread, at the lowest CPU priority, does the first half's imports and one save of a tiny
+model while the trials run (in a process of its own, so it never holds the driver's interpreter
+lock); at the end the helper's main thread, at normal priority, only saves the best model
+(:func:`~hpo.train.model_file.save_for_mlflow`), and the driver, whose tracking store is open
+already, logs what it saved (:func:`~hpo.train.model_file.log_saved_model`), alongside its plots.
+(The helper used to log the model itself, which meant opening the tracking store a second time
+in the helper: SQLAlchemy's set-up of MLflow's tables, 2-5 s at the lowest priority, still under
+way when the search ended.) Without a helper (never started, or it died) the model is saved and
+logged in the driver, as :func:`~hpo.train.model_file.log_to_mlflow` does.
 
-The helper reads JSON lines on its stdin: the tracking store to open ahead of time (once the
-driver has opened it, so its migrations are done), then one request (tracking URI, parent run,
-the model's info, the registered model name); it writes one answer on its stdout. The tracking
-URI, which may hold a password, never appears on a command line. It exits when its stdin closes, so it never outlives
-the driver.
+The helper reads one JSON request on its stdin (the model's info and the directory to save it
+in) and writes one answer on its stdout; it never sees the tracking URI. It exits when its stdin
+closes, so it never outlives the driver.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from hpo.train.model_file import log_to_mlflow
+from hpo.train.model_file import log_saved_model, log_to_mlflow, save_for_mlflow, save_model_dir
 
 __all__ = ["ModelLogger"]
 
@@ -45,7 +46,6 @@ class ModelLogger:
     Example:
         >>> logger = ModelLogger()
         >>> logger.start()  # doctest: +SKIP  (when the search starts)
-        >>> logger.prepare(tracking_uri)  # doctest: +SKIP  (the tracker: its store is open)
         >>> uri = logger(tracking_uri, parent_run_id, info, None)  # doctest: +SKIP
         >>> logger.close()  # doctest: +SKIP
     """
@@ -76,29 +76,19 @@ class ModelLogger:
             except OSError as exc:
                 log.debug("hpo: no model-logging helper (%s): the best model is logged in the driver", exc)
 
-    def prepare(self, tracking_uri: str) -> None:
-        """The search's tracking store is open (its migrations done; the tracker calls this once
-        the first trial result is in): the helper (started here if it was not) opens it too."""
-        self.start()
-        with self._lock:
-            if self._proc is not None and self._proc.stdin is not None:
-                try:
-                    self._proc.stdin.write(json.dumps({"prepare": tracking_uri}).encode() + b"\n")
-                    self._proc.stdin.flush()
-                except OSError:
-                    pass  # it died: the model is logged here
-
     def __call__(self, tracking_uri: str, parent_run_id: str, info: dict[str, Any], register_as: str | None) -> str:
         with self._lock:
             proc, self._proc, self._done = self._proc, None, True
         if proc is not None:
-            answer = _ask(proc, {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id, "info": info,
-                                 "register_as": register_as})
-            if answer is not None:
-                if "error" in answer:
-                    raise RuntimeError(answer["error"])  # MLflow's own failure, as it would be raised here
-                info.update(answer["info"])
-                return str(answer["uri"])
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="hpo-model-") as tmp:
+                directory = os.path.join(tmp, "model")
+                answer = _ask(proc, {"info": info, "save_to": directory})
+                if answer is not None:
+                    if "error" in answer:
+                        raise RuntimeError(answer["error"])  # MLflow's or torch's own failure, as raised here
+                    return log_saved_model(tracking_uri, parent_run_id, directory, info, register_as)
             log.warning("hpo: the model-logging helper ended without an answer (exit code %s); logging the best "
                         "model in the driver", proc.returncode)
         return log_to_mlflow(tracking_uri, parent_run_id, info, register_as)
@@ -147,28 +137,19 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
 
 _saving = threading.Lock()  # one save at a time: torch.export keeps global state while it traces
 _asked = threading.Event()  # the best model came: the warm-up saves nothing any more
-_store: list[str] = []  # the tracking store to open ahead of time (prepare)
-_prepared = threading.Event()
 
 
 def _warm_up() -> None:
-    """Import what logging a model needs and save a tiny model once (torch.export's first call
-    compiles its own machinery), at the lowest CPU priority: this thread only uses what the
-    search leaves idle. A failure here only means the real save pays for it."""
+    """Import what saving a model needs and save a tiny model once (torch.export's first call
+    compiles its own machinery; MLflow's check of the input example loads it back), at the lowest
+    CPU priority: this thread only uses what the search leaves idle. A failure here only means
+    the real save pays for it."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: this thread only
     except (AttributeError, OSError):
         pass
     try:
         _save_a_tiny_model()
-        while not _asked.is_set():  # then open the store once the driver has (no migrations of our own)
-            if _prepared.wait(0.5):
-                from mlflow.tracking import MlflowClient
-
-                with _saving:
-                    if not _asked.is_set():
-                        MlflowClient(_store[0]).search_experiments(max_results=1)
-                break
     except Exception as exc:  # noqa: BLE001
         log.debug("hpo: model-logging warm-up failed: %s", exc)
 
@@ -186,7 +167,6 @@ def _save_a_tiny_model() -> None:
         if _asked.is_set():
             return
         importlib.import_module(name)
-    import mlflow.pytorch
     import numpy as np
     import torch
 
@@ -194,29 +174,22 @@ def _save_a_tiny_model() -> None:
     net = torch.nn.Sequential(torch.nn.Linear(3, 2))
     example = np.zeros((2, 3), dtype=np.float32)
     with torch.no_grad():
-        signature = mlflow.models.infer_signature(example, net(torch.as_tensor(example)).numpy())
+        output = net(torch.as_tensor(example)).numpy()
     with _saving, tempfile.TemporaryDirectory(prefix="hpo-warm-") as tmp:
         if not _asked.is_set():
-            mlflow.pytorch.save_model(net, os.path.join(tmp, "m"), signature=signature, input_example=example,
-                                      pip_requirements=["torch"])
+            save_model_dir(net, example, output, os.path.join(tmp, "m"))
 
 
 def _serve(requests: IO[str], answers: IO[str]) -> None:
-    while True:
-        line = requests.readline()
-        if not line:
-            return  # the search ended without a model to log
-        request = json.loads(line)
-        if "prepare" not in request:
-            break
-        _store[:] = [request["prepare"]]
-        _prepared.set()
-    info = dict(request["info"])
+    line = requests.readline()
+    if not line:
+        return  # the search ended without a model to log
+    request = json.loads(line)
     _asked.set()
     try:
         with _saving:  # after a save the warm-up is in, if any
-            uri = log_to_mlflow(request["tracking_uri"], request["parent_run_id"], info, request["register_as"])
-        answer: dict[str, Any] = {"uri": uri, "info": info}
+            save_for_mlflow(dict(request["info"]), request["save_to"])
+        answer: dict[str, Any] = {"saved": request["save_to"]}
     except Exception as exc:  # noqa: BLE001  (reported to the driver, which raises it)
         answer = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
     answers.write(json.dumps(answer, default=str) + "\n")
