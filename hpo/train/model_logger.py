@@ -154,9 +154,15 @@ def _warm_up() -> None:
         log.debug("hpo: model-logging warm-up failed: %s", exc)
 
 
-# imported one by one: once the best model comes, the warm-up stops after the one it is in and
-# the helper's main thread, at normal priority, imports the rest
-_MODULES = ("numpy", "torch", "mlflow", "mlflow.pytorch", "torch.export", "hpo.train.models", "hpo.train.model_file")
+# Imported one by one: once the best model comes, the warm-up stops after the one it is in and
+# the helper's main thread, at normal priority, imports the rest. The private modules after
+# mlflow.pytorch are what the first torch.export and MLflow's check of the input example import
+# (torch 2.13, MLflow 3.17, by `python -X importtime`): 1.3 s of the first save's 2 s, which
+# would otherwise run under the save lock the main thread may have to wait on. A name missing
+# in another version only means that import comes with the first save.
+_MODULES = ("numpy", "torch", "mlflow", "mlflow.pytorch", "sympy", "torch.fx.experimental.symbolic_shapes",
+            "torch._dynamo", "torch.export._trace", "mlflow.pyfunc.loaders", "torch._inductor.ir",
+            "hpo.train.models", "hpo.train.model_file")
 
 
 def _save_a_tiny_model() -> None:
@@ -166,7 +172,10 @@ def _save_a_tiny_model() -> None:
     for name in _MODULES:
         if _asked.is_set():
             return
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
     import numpy as np
     import torch
 
