@@ -19,9 +19,10 @@ import hpo
 from hpo.champion import scores_of
 from hpo.results import Results, TrialRecord
 from hpo.train.best import drop_other_models, recover_best
-from hpo.train.loop import fit, keep_final_model
+from hpo.train.loop import fit
 from hpo.train.model_file import load_model, model_payload, read_trial_scores, trial_model_files
 from hpo.train.model_logger import ModelLogger
+from hpo.train.trial import keep_final_model
 from tests.conftest import _env
 
 TASK = {"dataset": "wine", "epochs": 3}

@@ -20,10 +20,10 @@ def train(config: dict[str, Any], data: Any = None, threads: int = 1, task: dict
     from hpo.wire import PACK_KEY
 
     if PACK_KEY in config:  # several configurations in one Ray trial (hpo.packing)
-        from hpo.train.loop import train_pack
+        from hpo.train.trial import train_pack
 
         train_pack(config, task or {}, data, threads, plan, keep, ask)
     else:
-        from hpo.train.loop import train as _train
+        from hpo.train.trial import train as _train
 
         _train({**(task or {}), **config}, data, threads, plan, keep, ask)

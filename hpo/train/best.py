@@ -2,7 +2,7 @@
 
 At the end of a built-in search the best completed trial's model is taken from the trial
 itself: a trial that completes its budget saves its final model and its scores on the held-out
-test part (:func:`hpo.train.loop.keep_final_model`, ``trial_models/`` in the run directory), so
+test part (:func:`hpo.train.trial.keep_final_model`, ``trial_models/`` in the run directory), so
 the end copies that file to ``best_model/model.pt`` and reports those scores — the model that
 was validated, tested once — with no Ray task, no torch import and no training in the driver.
 Only when that model is missing (a failed write, a search from before trials kept models) or
