@@ -199,6 +199,32 @@ def test_a_tagged_study_tags_every_trial_it_asks_for_also_after_pickling(tmp_pat
         [{"night": "2026-11-29"}] * 2
 
 
+def test_a_tagged_study_creates_each_new_trial_with_its_tags_in_one_storage_call(tmp_path, monkeypatch):
+    """A night killed just after a trial was created left it untagged (tagging was a second write):
+    a new trial is created with its tags, so no tag is written after it; an enqueued one is tagged
+    as it starts."""
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    optuna.create_study(study_name="s", storage=storage)
+    study = TaggedStudy("s", storage, optuna.samplers.RandomSampler(seed=0), {"night": "2026-11-29"})
+    writes: list[tuple[Any, ...]] = []
+    backend = type(study._storage)
+
+    def no_tag_after_creation(self: Any, *args: Any) -> None:
+        writes.append(args)
+        raise RuntimeError("the process was killed here")
+
+    with monkeypatch.context() as m:
+        m.setattr(backend, "set_trial_user_attr", no_tag_after_creation)
+        trial = study.ask()
+    assert writes == [] and trial.user_attrs == {"night": "2026-11-29"}
+    assert "create_new_trial" not in vars(study._storage)  # the storage as it was
+    study.enqueue_trial({"x": 0.5})
+    queued = study.ask()
+    assert queued.user_attrs == {"night": "2026-11-29"} and queued.number == 1
+    assert [t.user_attrs for t in optuna.load_study(study_name="s", storage=storage).trials] == \
+        [{"night": "2026-11-29"}] * 2
+
+
 def test_the_data_fingerprint_hashes_the_built_in_tasks_data(tmp_path):
     def exp(dataset: str, seed: int = 0) -> Experiment:
         return Experiment.from_dict({"name": "d", "task": {"dataset": dataset, "seed": seed, "epochs": 2},

@@ -15,6 +15,7 @@ import math
 import pickle
 import warnings
 from collections.abc import Callable, Container, Sequence
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -170,9 +171,30 @@ class TaggedStudy(optuna.Study):
         self.trial_attrs = dict(attrs)
 
     def ask(self, fixed_distributions: Any = None) -> Any:
-        trial = super().ask(fixed_distributions)
-        for key, value in self.trial_attrs.items():
-            trial.set_user_attr(key, value)
+        # A new trial is created with its tags, in the storage's one transaction (a template
+        # trial, as Optuna's enqueue_trial creates one): a process killed between creating a
+        # trial and tagging it left an untagged RUNNING trial in the lineage's study. Optuna's
+        # Study.ask creates trials through its storage's create_new_trial (Optuna 4.x, 5.0).
+        storage = self._storage
+        created: list[bool] = []
+
+        def create_tagged(study_id: int, template_trial: FrozenTrial | None = None) -> int:
+            created.append(template_trial is None)
+            if template_trial is None:
+                template_trial = FrozenTrial(
+                    number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
+                    datetime_complete=None, params={}, distributions={}, user_attrs=dict(self.trial_attrs),
+                    system_attrs={}, intermediate_values={}, trial_id=-1)
+            return storage.__class__.create_new_trial(storage, study_id, template_trial)
+
+        storage.create_new_trial = create_tagged  # type: ignore[method-assign]  # this ask only (one asking thread)
+        try:
+            trial = super().ask(fixed_distributions)
+        finally:
+            del storage.create_new_trial
+        if not any(created):  # a trial enqueued earlier (waiting): tagged as it starts
+            for key, value in self.trial_attrs.items():
+                trial.set_user_attr(key, value)
         return trial
 
 
