@@ -149,7 +149,7 @@ def test_the_model_logger_logs_a_model_mlflow_loads_through_its_helper_or_withou
         logger(uri, parent, {"path": str(tmp_path / "missing.pt"), "trial_id": "t"}, None)
 
 
-@pytest.mark.slow  # MLflow and torch: ~5 s
+@pytest.mark.slow  # MLflow and torch, and a process that imports MLflow: ~10 s
 def test_a_model_saved_then_logged_is_logged_as_mlflow_pytorch_log_model_logs_it(tmp_path):
     """The helper saves, the driver logs (hpo.train.model_file): the logged model, its files, its
     MLmodel, the run's output and the registered version are those mlflow.pytorch.log_model gives."""
@@ -217,6 +217,13 @@ def test_a_model_saved_then_logged_is_logged_as_mlflow_pytorch_log_model_logs_it
     raw = torch.as_tensor(run.ds.x_test, dtype=torch.float32)
     with fluent_tracking_uri(uri):
         torch.testing.assert_close(mlflow.pytorch.load_model(our_uri)(raw), model(raw))
+    # the driver's half imports no torch (a process of its own logs the saved directory again)
+    code = ("import sys\nfrom hpo.train.model_file import log_saved_model\n"
+            f"print(log_saved_model({uri!r}, {ours!r}, {saved!r}, {{}}, None), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    logged_uri, torch_imported = out.stdout.split()[-2:]
+    assert logged_uri.startswith("models:/") and torch_imported == "False"
 
 
 def test_the_command_exits_with_its_code_after_every_other_exit_handler(tmp_path):
