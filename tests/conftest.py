@@ -118,9 +118,15 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def hpo_cli(*args: str, cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the ``hpo`` command in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "hpo.cli", *args], cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    """Run the ``hpo`` command in a subprocess. One still running after ``timeout`` is killed and
+    fails the test with the end of its output (pytest's own report of the timeout cuts it short)."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "hpo.cli", *args], cwd=cwd, env=_env(), capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out, err = (s.decode(errors="replace") if isinstance(s, bytes) else s or "" for s in (exc.stdout, exc.stderr))
+        raise AssertionError(f"hpo {' '.join(args)} still running after {timeout:g} s (killed); the end of its "
+                             f"output:\n{out[-3000:]}\n{err[-12000:]}") from None
     if check and proc.returncode != 0:
         raise AssertionError(f"hpo {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
