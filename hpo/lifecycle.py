@@ -18,6 +18,7 @@ code installed now, not a copy pickled with it.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 import uuid
@@ -53,6 +54,7 @@ __all__ = ["DISK_FULL", "EXIT_CODES", "Collector", "CollectorStopper", "catch_si
 DISK_FULL = "disk full"  # what stopped a search whose storage path filled up (its stop reason adds the path)
 # 128 + the signal's number, as shells report it; a full disk: EX_TEMPFAIL (sysexits.h), "try again later"
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, DISK_FULL: 75}
+log = logging.getLogger("hpo")
 _LIVE = ("PENDING", "RUNNING", "PAUSED")
 # key -> the collector of a search running in this process (see CollectorStopper)
 _COLLECTORS: weakref.WeakValueDictionary[str, Collector] = weakref.WeakValueDictionary()
@@ -132,6 +134,7 @@ class Collector(Callback):
         self._iteration = 0
         self._started = time.monotonic()
         self._heard: dict[str, float] = {}  # running trial id -> when it started or last reported
+        self._limit_checked = False  # the concurrency limit's count checked against Ray's trials
         _COLLECTORS[self.key] = self
 
     def stopper(self) -> CollectorStopper:
@@ -198,6 +201,14 @@ class Collector(Callback):
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self._ray_trials, self._iteration = trials, iteration  # the same list object Ray appends to
+        if not self._limit_checked:  # first step (a resumed search's restored state is in place)
+            self._limit_checked = True
+            from hpo._compat.ray import forget_unknown_live_trials
+
+            stale = forget_unknown_live_trials(self.search_alg, [t.trial_id for t in trials if t.status in _LIVE])
+            if stale:
+                log.warning("hpo: the concurrency limit counted %d trial(s) the resumed search does not run "
+                            "(%s); their places are free again", len(stale), ", ".join(stale))
         if self.trial_timeout_s is not None:
             self._end_silent(trials)
 

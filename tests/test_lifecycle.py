@@ -70,6 +70,30 @@ def _report(c: Collector, tid: str, *steps: int) -> None:
 # -- the collector ---------------------------------------------------------------------------------
 
 
+def test_a_resumed_concurrency_limit_forgets_trials_ray_does_not_run_and_suggests_again() -> None:
+    """A kill -9 between Ray's save of the searcher's state and of its trial list: the restored
+    ConcurrencyLimiter counted trials Ray never restored (or restored as ended), which never
+    complete, and suggested nothing any more (a resume hung with no trial running)."""
+    from ray.tune.search import ConcurrencyLimiter, Searcher
+
+    class Suggests(Searcher):
+        def suggest(self, trial_id: str) -> dict:
+            return {"x": 0.5}
+
+    limiter = ConcurrencyLimiter(Suggests(), max_concurrent=2)
+    limiter.set_state({**limiter.get_state(), "live_trials": {"gone", "ended", "pending"},
+                       "num_unfinished_live_trials": 3})  # as restore_from_dir sets it
+    assert limiter.suggest("new") is None  # the search would wait for ever
+    c, *_ = _collector()
+    c.search_alg = limiter
+    trials = [FakeTrial("ended", "TERMINATED"), FakeTrial("pending", "PENDING")]
+    c.on_step_begin(0, trials)
+    assert limiter.live_trials == {"pending"} and limiter.num_unfinished_live_trials == 1
+    assert limiter.suggest("new") == {"x": 0.5}
+    c.on_step_begin(1, trials)  # checked once, at the search's first step
+    assert limiter.live_trials == {"pending", "new"}
+
+
 def test_epoch_budget_cuts_running_and_pending_trials_and_leaves_finished_ones_alone() -> None:
     c, outcomes, searcher, callback = _collector(epoch_budget=10, trial_budget=4)
     done = FakeTrial("done", "TERMINATED", last_result={"loss": 0.1, STEP_KEY: 2})  # stopped on its own at 2

@@ -8,8 +8,9 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["WORKING_DIR_DEFAULT_EXCLUDES", "asha_bracket", "atomic_uploads", "bracket_rungs", "job_working_dir",
-           "kill_trial_actor", "reopen_search", "restored_run_config", "shipped_bytes", "working_dir_max_bytes"]
+__all__ = ["WORKING_DIR_DEFAULT_EXCLUDES", "asha_bracket", "atomic_uploads", "bracket_rungs",
+           "forget_unknown_live_trials", "job_working_dir", "kill_trial_actor", "reopen_search", "restored_run_config",
+           "shipped_bytes", "working_dir_max_bytes"]
 
 
 def kill_trial_actor(trial: Any) -> bool:
@@ -135,6 +136,29 @@ def _atomic_upload(local_path: str, fs: Any, fs_path: str, exclude: list[str] | 
             if not is_disk_full(again):
                 raise  # (a full disk is the search's to report, and it stops)
     return None
+
+
+def forget_unknown_live_trials(search_alg: Any, live_ids: Collection[str]) -> list[str]:
+    """Free the places of a ``ConcurrencyLimiter`` held by trials Ray Tune does not run (Ray 2.60).
+
+    The limiter counts the trials it suggested until they complete (``live_trials``). Its count
+    is saved with the searcher's state (``search_gen_state-*.json``), apart from the trial list
+    (``experiment_state-*.json``), and a resumed search restores both: after a ``kill -9``
+    between the two saves, or while Ray copied them, the count can hold trials the trial list
+    never had, or had as ended. Those never complete again, and with ``max_concurrent`` of them
+    the limiter suggests nothing any more: the search waits for ever with no trial running.
+    Every id not in ``live_ids`` (the trials Ray Tune has pending, running or paused) is
+    dropped; returns the ids dropped."""
+    live = getattr(search_alg, "live_trials", None)
+    if not isinstance(live, set):
+        return []
+    stale = sorted(live - set(live_ids))
+    for trial_id in stale:
+        live.discard(trial_id)
+        search_alg.cached_results.pop(trial_id, None)
+    if stale:
+        search_alg.num_unfinished_live_trials = len(live - set(search_alg.cached_results))
+    return stale
 
 
 def _excluded(relpath: str, patterns: list[str]) -> bool:
