@@ -433,9 +433,9 @@ class Experiment(_Strict):
             return "only the built-in task runs packed trials (a custom trainable reports for one trial)"
         caps = capabilities(self.strategy.spec(), self.budget)
         if caps.decides_in_trial and not caps.decides_in_worker:
-            return (f"scheduler {self.strategy.scheduler!r} pauses, resumes, changes or compares running trials "
-                    "between reports; packing needs `scheduler: fifo` or `asha` (or a plug-in that declares "
-                    "`decides_in_worker`)")
+            return (f"scheduler {self.strategy.scheduler!r} pauses, resumes or changes running trials "
+                    "between reports; packing needs `scheduler: fifo`, `asha` or `median` (or a plug-in that "
+                    "declares `decides_in_worker`)")
         if self.task.get("checkpoint_freq") or self._checkpoints_in_space():
             # inside a pack, a checkpoint would be the previous configuration's
             return "checkpoints are kept per Ray trial; packing needs `checkpoint_freq` unset (task and space)"

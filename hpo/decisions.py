@@ -2,8 +2,9 @@
 
 Packed trials (:mod:`hpo.packing`) carry several configurations in one Ray trial. Ray Tune's
 scheduler sees only the Ray trial, so its STOP would stop the whole pack. A scheduler that
-declares ``decides_in_worker`` (ASHA) runs instead in the search's *decision table*: one small
-Ray actor (no CPU of its own) holding the very scheduler object Ray Tune would have held. Each
+declares ``decides_in_worker`` (ASHA, median stopping) runs instead in the search's *decision
+table*: one small Ray actor (no CPU of its own) holding the very scheduler object Ray Tune would
+have held (called with no controller). Each
 configuration's worker asks it at the scheduler's decision steps and at its last step, and the
 table calls the scheduler exactly as Ray Tune's controller does for an unpacked trial
 (``on_trial_add`` before the first question, ``on_trial_result`` at a decision step,

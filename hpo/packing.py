@@ -9,8 +9,8 @@ trials (searcher, progress, MLflow child run, results, epoch budget), with its o
 ``<ray trial id>.<k>``.
 
 Packing needs a scheduler that makes no decisions inside a Ray trial (FIFO: a STOP would stop
-the whole pack), or one the packed trials ask themselves from their worker (ASHA:
-:mod:`hpo.decisions`), a configuration it stops ending there. With ``pack: auto`` (the default)
+the whole pack), or one the packed trials ask themselves from their worker (ASHA, median
+stopping: :mod:`hpo.decisions`), a configuration it stops ending there. With ``pack: auto`` (the default)
 the pack size follows the trials' observed length (a pack lasts about ``target_s``), starts at
 1 (nothing changes for long trials) and shrinks towards the end of the search so that no worker
 is left idle while another finishes a long pack.

@@ -1,10 +1,11 @@
-"""ASHA asked from inside packed trials' workers (hpo/decisions.py).
+"""ASHA and the median stopping rule asked from inside packed trials' workers (hpo/decisions.py).
 
 Unit tests drive the decision table with the questions a worker asks (its scheduler's decision
-steps and its last step only) and Ray's own ``AsyncHyperBandScheduler`` the way Ray Tune's
-controller drives it for an unpacked trial that reports every step: the decisions must be the
-same. The search runs on the real two-node Ray cluster, with the table in a real Ray actor, and
-its decisions log is replayed through Ray's scheduler.
+steps and its last step only) and Ray's own ``AsyncHyperBandScheduler`` (or
+``MedianStoppingRule``) the way Ray Tune's controller drives it for an unpacked trial that
+reports every step: the decisions must be the same. The searches run on the real two-node Ray
+cluster, with the table in a real Ray actor, and their decisions logs are replayed through Ray's
+scheduler.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, MedianStoppingRule, TrialScheduler
 
 import hpo
 from hpo import Float, Int
@@ -32,6 +33,7 @@ from tests.conftest import _env
 class _RayTrial:
     def __init__(self, trial_id: str) -> None:
         self.trial_id = trial_id
+        self.status = "RUNNING"
 
 
 def _rays_asha(options: dict[str, Any], max_t: int, metric: str, mode: str) -> AsyncHyperBandScheduler:
@@ -51,20 +53,31 @@ def _trials(rng: random.Random, n: int, max_t: int) -> list[tuple[str, list[floa
     return out
 
 
-def _run_both(trials: list[tuple[str, list[float]]], options: dict[str, Any], max_t: int, mode: str, seed: int,
-              workers: int = 3) -> tuple[list[tuple[str, int, str]], list[tuple[str, int, str]], DecisionTable, Any]:
+class _Controller:
+    """What Ray's median rule reads of Ray Tune's controller: the live trials (the running ones;
+    hpo's concurrency limit creates a trial only when a place is free, so none waits)."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, Any] = {}
+
+    def get_live_trials(self) -> list[Any]:
+        return list(self.running.values())
+
+
+def _run_both(trials: list[tuple[str, list[float]]], spec: StrategySpec, ray: Any, max_t: int, mode: str,
+              seed: int, workers: int = 3
+              ) -> tuple[list[tuple[str, int, str]], list[tuple[str, int, str]], DecisionTable, Any]:
     """Run the trials on ``workers`` simulated workers in a random interleaving, both ways.
 
-    Ray's way: every step is a result (``on_trial_result``), ``on_trial_complete`` after a STOP or
-    at the trial's last step, as Ray Tune's controller does. hpo's way: the worker asks the table
-    only at the decision steps and its last step. Returns each way's (trial, step, decision) list.
+    Ray's way (``ray``: Ray's own scheduler, its metric and mode set): every step is a result
+    (``on_trial_result``), ``on_trial_complete`` after a STOP or at the trial's last step, as Ray
+    Tune's controller does. hpo's way: the worker asks the table (built from ``spec``) only at the
+    scheduler's decision steps and its last step. Returns each way's (trial, step, decision) list.
     """
     rng = random.Random(seed)
-    steps = capabilities(StrategySpec("random", "asha", scheduler_options=options), max_t).decision_steps
-    assert steps is not None
-    table = DecisionTable(build_scheduler(StrategySpec("random", "asha", scheduler_options=options), None, max_t,
-                                          TrialOutcomes()), "acc", mode)
-    ray = _rays_asha(options, max_t, "acc", mode)
+    steps = capabilities(spec, max_t).decision_steps  # None: every step
+    table = DecisionTable(build_scheduler(spec, None, max_t, TrialOutcomes()), "acc", mode)
+    controller = _Controller()
     queue = list(trials)
     running: list[list[Any]] = []  # [trial id, values, next step index]
     ray_says: list[tuple[str, int, str]] = []
@@ -72,19 +85,22 @@ def _run_both(trials: list[tuple[str, list[float]]], options: dict[str, Any], ma
     while queue or running:
         while queue and len(running) < workers:
             tid, values = queue.pop(0)
-            ray.on_trial_add(None, _RayTrial(tid))
+            controller.running[tid] = _RayTrial(tid)  # one object per trial, as Ray Tune's
+            ray.on_trial_add(controller, controller.running[tid])
             running.append([tid, values, 0])
         w = running[rng.randrange(len(running))]
         tid, values, i = w
         step, value, last = i + 1, values[i], i + 1 == len(values)
-        trial = _RayTrial(tid)
-        decision = ray.on_trial_result(None, trial, {"training_iteration": step, "acc": value})
+        trial = controller.running[tid]
+        decision = ray.on_trial_result(controller, trial, {"training_iteration": step, "acc": value})
         if decision == TrialScheduler.STOP or last:
-            ray.on_trial_complete(None, trial, {"training_iteration": step, "acc": value})
+            del controller.running[tid]
+            ray.on_trial_complete(controller, trial, {"training_iteration": step, "acc": value})
         # at its last step a trial ends whatever the scheduler says (Ray's ASHA says STOP at max_t)
         ray_says.append((tid, step, "END" if last else str(decision)))
-        if step in steps or last:
-            answer = table.ask(tid, step, value, decide=step in steps, last=last)
+        decide = steps is None or step in steps
+        if decide or last:
+            answer = table.ask(tid, step, value, decide=decide, last=last)
             table_says.append((tid, step, "END" if last else "STOP" if answer["stop"] else "CONTINUE"))
         else:
             table_says.append((tid, step, "CONTINUE"))  # not asked: the trial goes on
@@ -107,7 +123,9 @@ def _run_both(trials: list[tuple[str, list[float]]], options: dict[str, Any], ma
 def test_the_table_decides_exactly_as_rays_asha_driven_by_ray_tune(options: dict[str, Any], max_t: int,
                                                                     mode: str, seed: int) -> None:
     trials = _trials(random.Random(seed), 60, max_t)
-    ray_says, table_says, table, ray = _run_both(trials, options, max_t, mode, seed)
+    spec = StrategySpec("random", "asha", scheduler_options=options)
+    ray_says, table_says, table, ray = _run_both(trials, spec, _rays_asha(options, max_t, "acc", mode), max_t,
+                                                 mode, seed)
     assert table_says == ray_says
     stops = [(t, s) for t, s, d in ray_says if d == "STOP"]
     assert len(stops) >= 10  # the sequence really prunes
@@ -117,6 +135,49 @@ def test_the_table_decides_exactly_as_rays_asha_driven_by_ray_tune(options: dict
     # pruned: exactly Ray's early stops (and a trial ending early at a rung where Ray says STOP)
     assert set(stops) <= set(outcomes.as_dict().items())
     assert all(s < max_t for s in outcomes.as_dict().values())
+
+
+def _rays_median(options: dict[str, Any], mode: str) -> MedianStoppingRule:
+    ray = MedianStoppingRule(time_attr="training_iteration", **options)
+    ray.set_search_properties("acc", mode)
+    return ray
+
+
+@pytest.mark.parametrize("options", [
+    {"grace_period": 1, "min_samples_required": 3},  # hpo's defaults
+    {"grace_period": 3, "min_samples_required": 2},
+    {"grace_period": 0, "min_samples_required": 5},
+])
+@pytest.mark.parametrize("mode", ["max", "min"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_table_decides_exactly_as_rays_median_rule_driven_by_ray_tune(options: dict[str, Any], mode: str,
+                                                                          seed: int) -> None:
+    max_t = 9
+    trials = _trials(random.Random(seed), 60, max_t)
+    spec = StrategySpec("random", "median", scheduler_options=options)
+    assert capabilities(spec, max_t).decision_steps is None  # asked at every step
+    ray_says, table_says, table, _ = _run_both(trials, spec, _rays_median(options, mode), max_t, mode, seed)
+    assert table_says == ray_says
+    stops = [(t, s) for t, s, d in ray_says if d == "STOP"]
+    assert len(stops) >= 5  # the sequence really prunes
+    assert {(t, s) for t, s, d in ray_says if d == "STOP" and s < max_t} <= set(
+        table.scheduler.outcomes.as_dict().items())
+    assert all(s < max_t for s in table.scheduler.outcomes.as_dict().values())
+
+
+def test_rays_median_rule_would_pause_for_waiting_trials_and_the_table_has_none() -> None:
+    """Too few samples with a trial waiting: Ray's rule yields the place (PAUSE); the table,
+    where nothing waits for the place, goes on (so does an unpacked hpo search: nothing waits)."""
+    ray = _rays_median({"grace_period": 1, "min_samples_required": 3}, "max")
+    controller = _Controller()
+    waiting = _RayTrial("w")
+    waiting.status = "PENDING"
+    controller.running = {"a": _RayTrial("a"), "w": waiting}
+    ray.on_trial_add(controller, controller.running["a"])
+    assert ray.on_trial_result(controller, controller.running["a"], {"training_iteration": 1, "acc": 0.5}) == \
+        TrialScheduler.PAUSE
+    table = DecisionTable(build_scheduler(StrategySpec("random", "median"), None, 9, TrialOutcomes()), "acc", "max")
+    assert table.ask("a", 1, 0.5, decide=True, last=False)["stop"] is False
 
 
 def test_a_table_started_from_its_log_goes_on_exactly_where_the_last_one_stopped(tmp_path: Path) -> None:
@@ -175,30 +236,34 @@ def test_the_collector_records_a_stop_told_in_the_worker_before_anything_sees_th
     assert outcomes.pruned_at("u") == 2
 
 
-def _replay_through_ray(lines: list[dict[str, Any]], max_t: int) -> list[bool]:
-    """Ray's ASHA driven by the logged questions as Ray Tune drives it: its STOP decisions."""
-    ray = _rays_asha({"grace_period": 1, "reduction_factor": 3}, max_t, "val_accuracy", "max")
-    seen: set[str] = set()
+def _replay_through_ray(lines: list[dict[str, Any]], ray: Any) -> list[bool]:
+    """Ray's scheduler driven by the logged questions as Ray Tune drives it: its STOP decisions."""
+    controller = _Controller()
     stops = []
     for q in lines:
-        trial = _RayTrial(q["trial"])
-        if q["trial"] not in seen:
-            seen.add(q["trial"])
-            ray.on_trial_add(None, trial)
+        if q["trial"] not in controller.running:
+            controller.running[q["trial"]] = _RayTrial(q["trial"])
+            ray.on_trial_add(controller, controller.running[q["trial"]])
+        trial = controller.running[q["trial"]]
         result = {"training_iteration": q["step"], "val_accuracy": q["value"]}
-        stop = q["decide"] and ray.on_trial_result(None, trial, result) == TrialScheduler.STOP
+        stop = q["decide"] and ray.on_trial_result(controller, trial, result) == TrialScheduler.STOP
         if stop or q["last"]:
-            ray.on_trial_complete(None, trial, result)
+            ray.on_trial_complete(controller, trial, result)
+            trial.status = "TERMINATED"
         stops.append(stop)
     return stops
 
 
 @pytest.mark.slow
-def test_a_packed_asha_search_prunes_each_configuration_as_rays_asha_would(in_tmp: Path, ray_address: str) -> None:
-    results = hpo.run(name="packedasha", task={"dataset": "iris", "epochs": 9},
+@pytest.mark.parametrize("scheduler", ["asha", "median"])
+def test_a_packed_search_prunes_each_configuration_as_rays_scheduler_would(in_tmp: Path, ray_address: str,
+                                                                           scheduler: str) -> None:
+    options = {"grace_period": 1, "reduction_factor": 3} if scheduler == "asha" else \
+        {"grace_period": 1, "min_samples_required": 3}
+    results = hpo.run(name=f"packed{scheduler}", task={"dataset": "iris", "epochs": 9},
                       space={"lr": Float(1e-3, 0.3, log=True), "hidden": Int(4, 64)}, metric="val_accuracy",
                       mode="max", strategy={"searcher": "random", "seed": 3, "scheduler": {
-                          "name": "asha", "grace_period": 1, "reduction_factor": 3}},
+                          "name": scheduler, **options}},
                       num_samples=24, pack=4, max_concurrent=2, address=ray_address)
     ids = [t.trial_id for t in results.trials]
     assert len(ids) == 24 and all("." in i for i in ids)  # packs of 4, each configuration its own trial
@@ -208,7 +273,12 @@ def test_a_packed_asha_search_prunes_each_configuration_as_rays_asha_would(in_tm
                            env=_env())
     assert "hpo-decisions-" not in named.stdout, named.stdout  # the table's actor ended with its search
     lines = [json.loads(line) for line in (Path(results.storage_path) / "decisions.jsonl").read_text().splitlines()]
-    assert _replay_through_ray(lines, 9) == [q["stop"] for q in lines]  # the same sequence, the same decisions
+    ray = _rays_asha(options, 9, "val_accuracy", "max") if scheduler == "asha" else \
+        MedianStoppingRule(time_attr="training_iteration", metric="val_accuracy", mode="max", **options)
+    assert _replay_through_ray(lines, ray) == [q["stop"] for q in lines]  # the same sequence, the same decisions
+    if scheduler == "median":  # asked at every epoch a configuration ran
+        assert all(sorted(q["step"] for q in lines if q["trial"] == tid) == list(range(1, 1 + max(
+            q["step"] for q in lines if q["trial"] == tid))) for tid in {q["trial"] for q in lines})
     pruned = {q["trial"]: q["step"] for q in lines if q["stop"] and q["step"] < 9}
     assert len(pruned) >= 4, lines
     by_id = {t.trial_id: t for t in results.trials}
@@ -264,7 +334,8 @@ def test_an_epoch_budget_cuts_a_packed_asha_search_and_every_record_says_how_eac
     assert 60 <= spent <= 60 + 2 * 4 * 9, seen  # at most the two running packs' remainder
     assert len(results.trials) < 200 and results.stop_reason == "epoch budget", seen
     lines = [json.loads(line) for line in (Path(results.storage_path) / "decisions.jsonl").read_text().splitlines()]
-    assert _replay_through_ray(lines, 9) == [q["stop"] for q in lines]
+    asha = _rays_asha({"grace_period": 1, "reduction_factor": 3}, 9, "val_accuracy", "max")
+    assert _replay_through_ray(lines, asha) == [q["stop"] for q in lines]
     pruned = {q["trial"]: q["step"] for q in lines if q["stop"] and q["step"] < 9}
     for t in results.trials:
         if t.status == "pruned":

@@ -305,7 +305,7 @@ def test_kill_9_then_resume_keeps_pruned_records_and_the_epoch_budget_spent(tmp_
 
 
 def test_sigint_on_a_packed_asha_search_then_resume_goes_on_with_the_same_rungs(tmp_path, ray_address):
-    from tests.test_decisions import _replay_through_ray
+    from tests.test_decisions import _rays_asha, _replay_through_ray
 
     exp = _yaml(tmp_path, "name: pasha\ntask: {dataset: digits, epochs: 9, batch_size: 8, test_best: false}\n"
                           "space:\n  lr: {type: float, low: 0.001, high: 0.3, log: true}\n"
@@ -329,7 +329,8 @@ def test_sigint_on_a_packed_asha_search_then_resume_goes_on_with_the_same_rungs(
     assert len(lines) > asked_before  # the resumed search asked the same table's log
     # one sequence across the interrupt, decided as Ray's ASHA decides it: the resumed table
     # started from every value recorded before (an empty one would let worse trials through)
-    assert _replay_through_ray(lines, 9) == [q["stop"] for q in lines]
+    asha = _rays_asha({"grace_period": 1, "reduction_factor": 3}, 9, "val_accuracy", "max")
+    assert _replay_through_ray(lines, asha) == [q["stop"] for q in lines]
     pruned = {q["trial"]: q["step"] for q in lines if q["stop"] and q["step"] < 9}
     recorded = {t for t, s in statuses.items() if s == "pruned"}
     # a stop answered just as the interrupt cut its pack never reached the driver: that one is cut

@@ -157,13 +157,15 @@ def test_pack_settings_are_checked_before_launch():
             hpo.Experiment.from_dict({**base, "pack": bad})
         assert err.value.key == "pack"
     with pytest.raises(HpoConfigError, match="packing needs `scheduler: fifo`") as err:
-        hpo.Experiment.from_dict({**base, "pack": 4, "strategy": "random+median"})
+        hpo.Experiment.from_dict({**base, "pack": 4, "strategy": "random+hyperband"})
     assert err.value.key == "pack" and "4" in str(err.value)
     with pytest.raises(HpoConfigError, match="checkpoint_freq"):
         hpo.Experiment.from_dict({**base, "pack": 2, "task": {"dataset": "iris", "checkpoint_freq": 1}})
     with pytest.raises(HpoConfigError, match="only the built-in task"):
         hpo.Experiment.from_dict({**base, "pack": 2, "trainable": "tests.trainables:quadratic", "metric": "loss"})
-    assert not hpo.Experiment.from_dict({**base, "strategy": "random+median"}).packs  # auto: just not packed
+    assert not hpo.Experiment.from_dict({**base, "strategy": "random+hyperband"}).packs  # auto: just not packed
+    median = hpo.Experiment.from_dict({**base, "pack": 4, "strategy": "random+median"})
+    assert median.packs and median.asks_in_worker  # asked from the worker at every epoch
 
 
 # -- searches on the two-node cluster ---------------------------------------------------------------

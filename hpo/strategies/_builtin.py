@@ -244,7 +244,7 @@ BUILTINS = [
                               "resample_probability": _FRACTION, "mutate": [ListOf(str, 1), OneOf((None,))]},
                  relations=_pbt_relations),
     StrategyInfo("median", "scheduler", "Median stopping rule: stop trials below the median of earlier trials",
-                 _median,
+                 _median, decides_in_worker=True,
                  constraints={"grace_period": [Interval(int, 0, None)],
                               "min_samples_required": [Interval(int, 1, None)]},
                  relations=_within_budget("grace_period")),

@@ -59,9 +59,10 @@ class StrategyInfo:
         decides_in_trial: scheduler: stops, pauses or changes trials between reports, so trials
             cannot be packed into one Ray trial (default True for schedulers, False for FIFO).
         decides_in_worker: scheduler: its only decisions are CONTINUE and STOP, each from one trial's
-            own results at its decision steps, against a table of the others' (ASHA): a packed
-            trial can then ask it from its worker (:mod:`hpo.decisions`), so its trials are packed.
-            Schedulers that pause, resume or compare running trials (HyperBand, median, PBT) do not.
+            own results at its decision steps, against a table of the others' (ASHA's rungs, the
+            median rule's running means): a packed trial can then ask it from its worker
+            (:mod:`hpo.decisions`, with no controller), so its trials are packed. Schedulers that
+            pause and resume trials or copy them (HyperBand, PBT) do not.
         needs_checkpoints: scheduler: continues trials from checkpoints (HyperBand pauses and
             resumes, PBT copies), so the built-in task must save them.
         rewrites_configs: scheduler: changes a trial's configuration mid-trial (PBT); it then

@@ -81,21 +81,23 @@ def test_aliases_are_resolved_once_in_the_config() -> None:
     assert _exp(strategy="optuna+none").strategy.spec() == _exp(strategy="tpe+fifo").strategy.spec()
 
 
-def test_a_scheduler_that_pauses_or_compares_running_trials_cannot_pack() -> None:
-    for scheduler in ("median", "hyperband"):
+def test_a_scheduler_that_pauses_or_copies_running_trials_cannot_pack() -> None:
+    for scheduler in ("hyperband", "pbt"):
+        strategy = f"{'random' if scheduler == 'pbt' else 'tpe'}+{scheduler}"
         with pytest.raises(HpoConfigError) as err:
-            _exp(strategy=f"tpe+{scheduler}", pack=4)
-        assert err.value.key == "pack" and "pauses, resumes, changes or compares running trials" in str(err.value)
-        assert _exp(strategy=f"tpe+{scheduler}").unpackable and not _exp(strategy=f"tpe+{scheduler}").packs
+            _exp(strategy=strategy, pack=4)
+        assert err.value.key == "pack" and "pauses, resumes or changes running trials" in str(err.value)
+        assert _exp(strategy=strategy).unpackable and not _exp(strategy=strategy).packs
 
 
-def test_asha_packs_and_is_asked_from_the_workers() -> None:
-    exp = _exp(strategy="tpe+asha", pack=4)
+@pytest.mark.parametrize("scheduler", ["asha", "median"])
+def test_asha_and_median_pack_and_are_asked_from_the_workers(scheduler: str) -> None:
+    exp = _exp(strategy=f"tpe+{scheduler}", pack=4)
     assert exp.unpackable is None and exp.packs and exp.asks_in_worker
-    assert not _exp(strategy="tpe+asha", pack=1).asks_in_worker  # unpacked: Ray Tune's scheduler decides
+    assert not _exp(strategy=f"tpe+{scheduler}", pack=1).asks_in_worker  # unpacked: Ray Tune's scheduler decides
     assert not _exp(strategy="tpe+fifo").asks_in_worker  # nothing to ask
-    assert capabilities(StrategySpec("tpe", "asha"), 9).decides_in_worker
-    assert not capabilities(StrategySpec("tpe", "median"), 9).decides_in_worker
+    assert capabilities(StrategySpec("tpe", scheduler), 9).decides_in_worker
+    assert not capabilities(StrategySpec("tpe", "hyperband"), 9).decides_in_worker
 
 
 def test_a_checkpoint_freq_in_the_space_makes_the_search_unpackable() -> None:
