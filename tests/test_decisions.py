@@ -165,19 +165,42 @@ def test_the_table_decides_exactly_as_rays_median_rule_driven_by_ray_tune(option
     assert all(s < max_t for s in table.scheduler.outcomes.as_dict().values())
 
 
-def test_rays_median_rule_would_pause_for_waiting_trials_and_the_table_has_none() -> None:
-    """Too few samples with a trial waiting: Ray's rule yields the place (PAUSE); the table,
-    where nothing waits for the place, goes on (so does an unpacked hpo search: nothing waits)."""
-    ray = _rays_median({"grace_period": 1, "min_samples_required": 3}, "max")
+def test_the_median_rule_never_pauses_a_trial_even_with_trials_waiting() -> None:
+    """Too few samples with a trial waiting: Ray's rule yields the place (PAUSE), and a median
+    trial keeps no checkpoint, so it would start again from its first step. hpo's goes on, driven
+    by Ray Tune or asked in the table."""
     controller = _Controller()
     waiting = _RayTrial("w")
     waiting.status = "PENDING"
     controller.running = {"a": _RayTrial("a"), "w": waiting}
-    ray.on_trial_add(controller, controller.running["a"])
-    assert ray.on_trial_result(controller, controller.running["a"], {"training_iteration": 1, "acc": 0.5}) == \
-        TrialScheduler.PAUSE
+    rays, hpos = _rays_median({"grace_period": 1, "min_samples_required": 3}, "max"), \
+        build_scheduler(StrategySpec("random", "median"), None, 9, TrialOutcomes())
+    hpos.set_search_properties("acc", "max")
+    for scheduler, expected in ((rays, TrialScheduler.PAUSE), (hpos, TrialScheduler.CONTINUE)):
+        scheduler.on_trial_add(controller, controller.running["a"])
+        assert scheduler.on_trial_result(controller, controller.running["a"],
+                                         {"training_iteration": 1, "acc": 0.5}) == expected
     table = DecisionTable(build_scheduler(StrategySpec("random", "median"), None, 9, TrialOutcomes()), "acc", "max")
     assert table.ask("a", 1, 0.5, decide=True, last=False)["stop"] is False
+
+
+@pytest.mark.slow
+def test_an_unpacked_median_search_with_trials_waiting_runs_each_step_of_each_trial_once(tmp_path: Path,
+                                                                                         ray_address: str) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    results = hpo.run(name="medianwait", trainable="tests.trainables:quadratic", metric="loss", mode="min",
+                      space={"x": Float(0, 1), "steps": 6, "sleep": 0.1, "mark_dir": str(marks)},
+                      strategy={"searcher": "random", "seed": 1, "scheduler": {
+                          "name": "median", "grace_period": 1, "min_samples_required": 3}},
+                      num_samples=10, address=ray_address, storage_path=str(tmp_path / "runs"),
+                      tracking={"enabled": False})  # no max_concurrent: Ray Tune holds trials waiting
+    assert len(results.trials) == 10 and results.count("pruned") >= 1, [(t.status, t.steps) for t in results.trials]
+    runs = {p.name: p.read_text().count("reported") for p in marks.iterdir()}
+    assert runs and set(runs.values()) == {1}, runs  # no step run twice: no trial paused and started over
+    # every step reported is marked, but a pruned trial's last (it is stopped in that report)
+    assert sum(t.steps for t in results.trials) - results.count("pruned") <= len(runs) <= sum(
+        t.steps for t in results.trials)
 
 
 def test_a_table_started_from_its_log_goes_on_exactly_where_the_last_one_stopped(tmp_path: Path) -> None:

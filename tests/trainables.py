@@ -10,12 +10,14 @@ import hpo
 
 def quadratic(config):
     """Loss (x - 0.3)^2 shrinking with steps; reports `loss` and `steps_done`. With `mark_dir`,
-    each report also leaves a file `<x>-<step>` there (a test waits on them: they appear at once)."""
+    each report also adds a line to a file `<x>-<step>` there (a test waits on them: they appear
+    at once; a step run twice has two lines)."""
     x = config["x"]
     for step in range(1, int(config.get("steps", 4)) + 1):
         hpo.report({"loss": (x - 0.3) ** 2 + 1.0 / step, "score": -abs(x - 0.7)})
         if config.get("mark_dir"):
-            Path(config["mark_dir"], f"{x!r}-{step}").touch()
+            with open(Path(config["mark_dir"], f"{x!r}-{step}"), "a") as f:
+                f.write("reported\n")
         time.sleep(float(config.get("sleep", 0.0)))
 
 
