@@ -1,6 +1,7 @@
 """Framework overhead: the same 256 trials in-process, on plain Ray Tune, on plain Optuna, and with hpo.
 
-    python -m benchmarks.overhead [--quick] [--ways a,b,c,d] [--b-trials N] [--skip-second] [--out DIR]
+    python -m benchmarks.overhead [--quick] [--ways a,b,c,d] [--b-trials N] [--skip-second] [--workers N]
+                                  [--out DIR]
 
 Workload 1: a fixed grid of 256 digits-MLP configurations (8 learning rates x 4 widths x
 2 depths x 4 batch sizes), 10 epochs each, no early stopping, one thread per trial, run four
@@ -206,7 +207,8 @@ def child_optuna(spec: dict[str, Any]) -> list[dict[str, float]]:
     study = optuna.create_study(study_name="overhead", storage=journal_storage(journal), direction="maximize")
     for c in configs(spec["n"]):
         study.enqueue_trial(c)
-    shares = [spec["n"] // WORKERS + (i < spec["n"] % WORKERS) for i in range(WORKERS)]
+    workers = spec.get("workers", WORKERS)
+    shares = [spec["n"] // workers + (i < spec["n"] % workers) for i in range(workers)]
     procs = [_spawn("optuna-worker", {**spec, "journal": journal, "n_trials": k}) for k in shares]
     for p in procs:
         if p.wait() != 0:
@@ -230,7 +232,7 @@ def child_hpo(spec: dict[str, Any]) -> list[dict[str, float]]:
     work = Path(spec["work"])
     exp: dict[str, Any] = {"name": "overhead", "metric": "val_accuracy", "mode": "max",
                            "strategy": {"searcher": "grid", "scheduler": "fifo"}, "resources": {"cpu": 1},
-                           "max_concurrent": WORKERS, "storage_path": str(work / "runs")}
+                           "max_concurrent": spec.get("workers", WORKERS), "storage_path": str(work / "runs")}
     if spec.get("sleep"):
         exp.update(trainable="benchmarks.overhead:sleep_trainable", metric="loss", mode="min",
                    space={"params": {"i": {"type": "grid", "values": list(range(spec["n"]))}}})
@@ -296,7 +298,7 @@ def run_way(way: str, spec: dict[str, Any], ideal: list[float] | None = None) ->
     if proc.returncode != 0:
         raise RuntimeError(f"way {way} failed:\n{stderr[-4000:]}")
     recs = json.loads(stdout.strip().splitlines()[-1])
-    workers = 1 if way == "a" else WORKERS
+    workers = 1 if way == "a" else spec.get("workers", WORKERS)
     own = [r.get("own_s", r["t_end"] - r["t_start"]) for r in recs]
     first_start = min(r["t_start"] for r in recs)
     last_end = max(r["t_end"] for r in recs)
@@ -380,6 +382,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--b-trials", type=int, default=32, help="configurations run by plain Ray Tune defaults")
     p.add_argument("--skip-second", action="store_true", help="skip the 1-second-trials workload")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--workers", type=int, default=WORKERS,
+                   help="worker processes of (c) and concurrent trials of (d) (default 2); e.g. 1 on a 2-core "
+                        "machine leaves the driver a core of its own; (b) always runs Ray Tune's defaults")
     p.add_argument("--hpo-set", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to `hpo run --set` for way (d), e.g. tracking.enabled=false (to compare)")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -391,11 +396,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     n, epochs, n_sleep = (16, 3, 10) if args.quick else (256, 10, 200)
     ways = [w for w in args.ways.split(",") if w]
+    if args.workers < 1 or (args.workers != WORKERS and "b" in ways):
+        p.error(f"--workers must be >= 1, and {WORKERS} (Ray Tune's defaults on this benchmark) when way b runs: "
+                f"got {args.workers} with ways {args.ways}")
     digits: list[dict[str, Any]] = []
     ideal: list[float] | None = None  # per-trial times of (a), in grid order
     for way in ways:
         k = min(n, args.b_trials) if way == "b" else n
-        digits.append(run_way(way, {"n": k, "epochs": epochs, "hpo_set": args.hpo_set}, ideal))
+        digits.append(run_way(way, {"n": k, "epochs": epochs, "hpo_set": args.hpo_set, "workers": args.workers},
+                              ideal))
         if way == "a":
             ideal = digits[-1]["own_s"]
         print(f"  ({way}) {WAYS[way]}: {digits[-1]['search_wall_s']:.1f} s", file=sys.stderr, flush=True)
@@ -403,7 +412,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_second:
         for way in [w for w in ways if w in ("b", "d")]:
             k = min(n_sleep, args.b_trials) if way == "b" else n_sleep
-            one_second.append(run_way(way, {"n": k, "sleep": 1.0, "hpo_set": args.hpo_set}))
+            one_second.append(run_way(way, {"n": k, "sleep": 1.0, "hpo_set": args.hpo_set, "workers": args.workers}))
             print(f"  ({way}) 1-second trials: {one_second[-1]['search_wall_s']:.1f} s", file=sys.stderr, flush=True)
     import torch
 
@@ -411,7 +420,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "framework_overhead",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                    f"torch {torch.__version__}",
-        "workload": f"{n} digits MLP configurations x {epochs} epochs, FIFO, {WORKERS} workers, 1 thread each",
+        "workload": f"{n} digits MLP configurations x {epochs} epochs, FIFO, {args.workers} workers, 1 thread each",
         "targets": "hpo efficiency >= 0.85 (digits) and >= 0.90 (1-second trials); start-up <= 10 s",
         "what_hpo_does": HPO_DOES,
         "digits": digits,
@@ -420,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _table(f"Workload 1: {out['workload']}", digits)
     _cpu_table(digits)
     if one_second:
-        _table(f"Workload 2: {n_sleep} trials x 1 s (sleep), {WORKERS} workers", one_second)
+        _table(f"Workload 2: {n_sleep} trials x 1 s (sleep), {args.workers} workers", one_second)
     print(f"What hpo does: {HPO_DOES}")
     hpo_rows = [r for r in digits + one_second if r["way"] == "d"]
     if hpo_rows:
