@@ -233,7 +233,9 @@ def run_hpo(n: int, workers: int, overrides: list[str]) -> dict[str, Any]:
                          "pid": rows[0].get("pid"), "completed": done.get("status") == "completed",
                          "value": (done.get("metrics") or {}).get(summary["metric"]),
                          # when Tune called the trainable's train(): its first report, less Ray's time for it
-                         "train_call": rows[0]["hpo_time"] - rows[0]["time_this_iter_s"]})
+                         # (a packed configuration after a pack's first has no Ray report of its own)
+                         "train_call": rows[0]["hpo_time"] - rows[0]["time_this_iter_s"]
+                         if "time_this_iter_s" in rows[0] else None})
         if not recs:
             raise RuntimeError(f"no trial results under {run_dir}")
         out = {**figures(t0, t_exit, recs, workers), "trials": summary["num_trials"],

@@ -91,6 +91,44 @@ def test_the_best_trial_is_loaded_not_retrained_when_it_kept_its_model(tmp_path,
     assert sorted(os.listdir(tmp_path / "trial_models")) == ["best.json", "best.pt"]
 
 
+def test_a_trial_restored_at_its_last_epoch_reports_that_model_as_its_last_result_and_keeps_it(tmp_path,
+                                                                                               monkeypatch):
+    """PBT copies a trial's final checkpoint into another trial (or a search resumes a trial whose
+    training had ended): nothing is left to train. The trial ends with the copied model, evaluated,
+    as its last result and its kept model, so the best-model step finds them matching (the trial
+    used to end silently, its record keeping its result from before the copy)."""
+    from ray import tune
+
+    from hpo.train.best import kept_model
+    from hpo.train.trial import _train_one
+    from hpo.wire import KeepModels
+
+    donor, donor_last = _trained()
+    ckpt_dir = tmp_path / "ckpt"
+    ckpt_dir.mkdir()
+    torch.save(donor.state_dict(), ckpt_dir / "state.pt")
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(str(ckpt_dir)))
+    reports: list[tuple[int, dict[str, Any], bool]] = []
+
+    def report(step: int, metrics: dict[str, Any], checkpoint: Any = None, last: bool = False) -> None:
+        reports.append((step, metrics, last))
+
+    run = _train_one({**TASK, "hidden": 16, "lr": 0.05}, None, 1, report, KeepModels(str(tmp_path), 3), "copy")
+    assert run.epoch == 3 and run.train_time_s == donor.train_time_s  # no epoch trained
+    assert [(step, last) for step, _, last in reports] == [(3, True)]
+    reported = reports[0][1]
+    val = {k: v for k, v in donor_last.items() if k.startswith("val_")}
+    assert {k: v for k, v in reported.items() if k.startswith("val_")} == pytest.approx(val)  # the copied weights
+    assert "train_loss" not in reported  # not a training epoch
+    record = _record("copy", reported, lr=0.05)
+    kept = kept_model(tmp_path, record)
+    assert kept is not None and kept[1]["step"] == 3  # the best-model step takes it as the trial's own
+    assert keep_final_model(donor, str(tmp_path), "donor", donor_last)
+    donor_test = read_trial_scores(tmp_path, "donor")["test_metrics"]  # type: ignore[index]
+    assert kept[1]["test_metrics"] == pytest.approx(donor_test)  # the same weights: the same test scores
+    assert scores_of(load_model(kept[0]), donor.ds) == pytest.approx(donor_test, abs=1e-6)
+
+
 @pytest.mark.parametrize("defect", ["missing", "saved at another step", "another attempt's"])
 def test_a_best_trial_without_its_own_model_is_retrained_and_the_log_says_so(tmp_path, monkeypatch, caplog, defect):
     run, last = _trained()

@@ -323,6 +323,17 @@ class TaskRun:
                 return
             yield metrics
 
+    def evaluated(self) -> dict[str, Any]:
+        """The metrics of the model as it is, without an epoch of training: what a trial restored at
+        its last epoch reports (PBT copied another trial's final checkpoint, or a search resumed
+        after a trial's training ended but before its last result was recorded)."""
+        vals = [t.evaluate() for t in self.trainers]
+        if self.latency is None:
+            self.latency = self.trainers[0].latency_us()
+        return {"epoch_time_s": 0.0, "lr": self.trainers[0].optimizer.param_groups[0]["lr"],
+                "param_count": self.trainers[0].param_count, "train_time_s": self.train_time_s,
+                "latency_us": self.latency, **_fold_metrics(vals)}
+
     @property
     def model(self) -> nn.Module:
         return self.trainers[0].model

@@ -120,8 +120,13 @@ def _train_one(config: dict[str, Any], data: Dataset | None, threads: int, repor
         with ckpt.as_directory() as d:
             run.load_state_dict(load_payload(os.path.join(d, "state.pt"), run.device))
     freq = run.cfg.checkpoint_freq
-    for metrics in run.epochs():
-        last = run.epoch == run.cfg.epochs or "diverged" in metrics or "early_stopped" in metrics
+    # Restored at its last epoch (PBT copied a trial's final checkpoint; a resumed trial whose last
+    # result was lost): nothing is left to train, and the trial ends with that model, evaluated,
+    # as its last result and kept model. Without this report its record would keep its result
+    # from before the copy, and its kept model would not match it.
+    restored_done = ckpt is not None and run.epoch >= run.cfg.epochs
+    for metrics in iter([run.evaluated()]) if restored_done else run.epochs():
+        last = run.epoch >= run.cfg.epochs or "diverged" in metrics or "early_stopped" in metrics
         pruned = False
         answer = ask(trial_id, run.epoch, metrics, last) if ask is not None and trial_id else None
         if answer is not None:  # the scheduler, asked from here (hpo.decisions)
