@@ -431,6 +431,9 @@ class MlflowTracker(Callback):
                 self._open()
             if self._parent_unsaved:
                 self._save_parent_soon()
+            # A resumed search's reconciliation is done once: a window retried after a failed
+            # request must not take the runs its first try created for orphans and delete them.
+            self._pending = self._expanded(self._pending)
             self._write(self._pending, handover=not final)
         except _HandedOver:
             raise
@@ -475,8 +478,7 @@ class MlflowTracker(Callback):
         store = sql_store(self.client) if self.together else None  # a database: one transaction per window
         self._settle_window()
 
-        events = [e for kind, tid, payload in events
-                  for e in (self._reconciled_events(*payload) if kind == "reconcile" else [(kind, tid, payload)])]
+        events = self._expanded(events)
         for kind, tid, payload in events:
             if kind == "start":
                 if store is None:
@@ -614,6 +616,11 @@ class MlflowTracker(Callback):
         """The ``hpo.status`` tag: the terminal state, with its step, reason or error."""
         return status_text(status, error, self.outcomes.pruned_at(tid), self.outcomes.cut_of(tid))
 
+    def _expanded(self, events: list[tuple[str, str, Any]]) -> list[tuple[str, str, Any]]:
+        """The events, with a reconciliation (:meth:`_reconcile`) replaced by what it finds."""
+        return [e for kind, tid, payload in events
+                for e in (self._reconciled_events(*payload) if kind == "reconcile" else [(kind, tid, payload)])]
+
     def _reconciled_events(self, configs: dict[str, dict[str, Any]],
                            ended: dict[str, tuple[str, str | None]]) -> list[tuple[str, str, Any]]:
         """A resumed search's first events: orphans dropped; for every trial Ray knows its start,
@@ -650,7 +657,9 @@ class MlflowTracker(Callback):
             if tid not in self._closed:
                 end_run(self.client, run_id, "KILLED")  # nothing in the store, deleted or not, stays RUNNING
             self.client.delete_run(run_id)
-            self._logged_step.pop(tid, None)
+            # what was written to the deleted run: a run made again for this id gets all of it again
+            for written in (self._logged_step, self._params, self._closed, self._nodes, self._jumps):
+                written.pop(tid, None)
 
     def _log_batch(self, run_id: str, params: dict[str, str] | None = None, metrics: list | None = None,
                    tags: dict[str, str] | None = None) -> None:

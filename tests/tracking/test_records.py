@@ -295,3 +295,53 @@ def test_a_window_written_in_one_transaction_records_what_run_by_run_requests_re
     assert run_by_run["ok"]["tags"]["hpo.nodes"] == "10.0.0.1,10.0.0.2,10.0.0.1"
     assert {tid: r["status"] for tid, r in run_by_run.items()} == {"ok": "FINISHED", "p": "KILLED", "nan": "FAILED",
                                                                   "err": "FAILED"}
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["run-by-run", "one-transaction"])
+def test_a_retried_first_window_keeps_the_runs_it_created_with_all_their_params(tmp_path: Path, uri: str,
+                                                                                 together: bool) -> None:
+    """The first window carries the search's reconciliation (the trials Ray knew at its first step)
+    and the trials started since. A request failing part-way (a slow server) makes the writer retry
+    the window: the reconciliation must not run again and delete, as orphans, the runs the first
+    try made for the newer trials (once in CI: such a trial's run made again without its params)."""
+    t = _tracker(tmp_path / "run", uri)
+    t.together = together
+    real = t.client.log_batch
+    failed: list[str] = []
+
+    def flaky(run_id: str, **kwargs: Any) -> Any:
+        if not failed and run_id == t._runs.get("b") and not together:
+            failed.append(run_id)
+            raise TimeoutError("the server did not answer in time")
+        return real(run_id, **kwargs)
+
+    t.client.log_batch = flaky  # type: ignore[method-assign]
+    if together:
+        from hpo.tracking import mlflow as tracking
+
+        real_write = tracking.write_runs
+
+        def fails_once(*args: Any, **kwargs: Any) -> Any:
+            if not failed:
+                failed.append("window")
+                raise TimeoutError("the database did not answer in time")
+            return real_write(*args, **kwargs)
+
+        tracking.write_runs = fails_once  # type: ignore[assignment]
+    try:
+        t._reconcile([FakeTrial("a", "RUNNING")])  # at the first step Ray knew only "a"
+        for tid, x in (("a", 1), ("b", 2)):
+            t._queue.put(("start", tid, (tid, {"x": x})))
+            t._queue.put(("result", tid, {"loss": 0.5, STEP_KEY: 1}))
+        assert isinstance(t._write_pending(final=True), TimeoutError)
+        assert t._write_pending(final=True) is None  # the retry
+    finally:
+        if together:
+            tracking.write_runs = real_write  # type: ignore[assignment]
+    assert failed
+    runs = t.client.search_runs([t.experiment_id], filter_string=f"tags.{PARENT_TAG} = '{t.parent_run_id}'",
+                                run_view_type=3)  # deleted runs too
+    assert sorted(r.data.tags[TRIAL_TAG] for r in runs) == ["a", "b"]  # none deleted, none made twice
+    children = _children(t)
+    assert {tid: r.data.params for tid, r in children.items()} == {"a": {"x": "1"}, "b": {"x": "2"}}
+    assert _steps(t, children["a"]) == _steps(t, children["b"]) == [1]
