@@ -304,13 +304,8 @@ class TaskRun:
             elapsed = time.perf_counter() - t0
             self.train_time_s += elapsed
             vals = [t.evaluate() for t in self.trainers]
-            if self.latency is None:
-                self.latency = self.trainers[0].latency_us()
-            metrics: dict[str, Any] = {
-                "train_loss": float(np.mean(train_losses)), "epoch_time_s": elapsed,
-                "lr": self.trainers[0].optimizer.param_groups[0]["lr"], "param_count": param_count,
-                "train_time_s": self.train_time_s, "latency_us": self.latency, **_fold_metrics(vals),
-            }
+            metrics: dict[str, Any] = {"train_loss": float(np.mean(train_losses)),
+                                       **self._metrics(vals, elapsed, param_count)}
             val_loss = metrics["val_loss"]
             if not (math.isfinite(metrics["train_loss"]) and math.isfinite(val_loss)):
                 yield {**metrics, "diverged": 1}
@@ -327,12 +322,15 @@ class TaskRun:
         """The metrics of the model as it is, without an epoch of training: what a trial restored at
         its last epoch reports (PBT copied another trial's final checkpoint, or a search resumed
         after a trial's training ended but before its last result was recorded)."""
-        vals = [t.evaluate() for t in self.trainers]
+        return self._metrics([t.evaluate() for t in self.trainers], 0.0, self.trainers[0].param_count)
+
+    def _metrics(self, vals: list[dict[str, float]], epoch_time_s: float, param_count: int) -> dict[str, Any]:
+        """An epoch's metrics but the training loss: time, lr, cost metrics, the folds' scores."""
         if self.latency is None:
             self.latency = self.trainers[0].latency_us()
-        return {"epoch_time_s": 0.0, "lr": self.trainers[0].optimizer.param_groups[0]["lr"],
-                "param_count": self.trainers[0].param_count, "train_time_s": self.train_time_s,
-                "latency_us": self.latency, **_fold_metrics(vals)}
+        return {"epoch_time_s": epoch_time_s, "lr": self.trainers[0].optimizer.param_groups[0]["lr"],
+                "param_count": param_count, "train_time_s": self.train_time_s, "latency_us": self.latency,
+                **_fold_metrics(vals)}
 
     @property
     def model(self) -> nn.Module:

@@ -125,7 +125,7 @@ def _train_one(config: dict[str, Any], data: Dataset | None, threads: int, repor
     # as its last result and kept model. Without this report its record would keep its result
     # from before the copy, and its kept model would not match it.
     restored_done = ckpt is not None and run.epoch >= run.cfg.epochs
-    for metrics in iter([run.evaluated()]) if restored_done else run.epochs():
+    for metrics in [run.evaluated()] if restored_done else run.epochs():
         last = run.epoch >= run.cfg.epochs or "diverged" in metrics or "early_stopped" in metrics
         pruned = False
         answer = ask(trial_id, run.epoch, metrics, last) if ask is not None and trial_id else None
